@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Run every mscg stage on a dataset in the documented format and compare the generator with SASRec.
+#
+#   examples/pipeline.sh DATA_DIR WORK_DIR
+#
+# DATA_DIR holds items.jsonl + interactions.jsonl (see README). WORK_DIR receives every stage's
+# artifact, WORK_DIR/metrics.json ({"sasrec": {...}, "mscgrec": {...}, ...}; test split) and
+# WORK_DIR/stage_seconds.json (wall time of each stage). Reruns replace earlier outputs.
+# Knobs (environment): SEED (0), DEVICE (auto: the GPU when present), GEN_EPOCHS (6), SASREC_EPOCHS (200),
+# BEAM (20), MSCG (the mscg command to run).
+set -euo pipefail
+
+DATA=${1:?usage: examples/pipeline.sh DATA_DIR WORK_DIR}
+WORK=${2:?usage: examples/pipeline.sh DATA_DIR WORK_DIR}
+SEED=${SEED:-0}
+DEVICE=${DEVICE:-auto}
+GEN_EPOCHS=${GEN_EPOCHS:-6}
+SASREC_EPOCHS=${SASREC_EPOCHS:-200}
+BEAM=${BEAM:-20}
+MSCG=${MSCG:-mscg}
+COMMON=(--seed "$SEED" --force)
+
+mkdir -p "$WORK"
+TIMES="$WORK/stage_seconds.tsv"
+: > "$TIMES"
+
+stage() {  # stage NAME ARGS...: run one mscg command and record its wall time
+    local name=$1; shift
+    echo "== $name: $MSCG $*" >&2
+    local start end
+    start=$(date +%s.%N)
+    $MSCG "$@"
+    end=$(date +%s.%N)
+    printf '%s\t%s\t%s\n' "$name" "$start" "$end" >> "$TIMES"
+}
+
+has_images=0
+if grep -q '"image"[[:space:]]*:' "$DATA/items.jsonl"; then has_images=1; fi
+
+stage embed-text embed --modality text -d "$DATA" -o "$WORK/emb_text" --device "$DEVICE" "${COMMON[@]}"
+stage collab collab -d "$DATA" -o "$WORK/emb_collab" --model-out "$WORK/sasrec" --epochs "$SASREC_EPOCHS" \
+    --device "$DEVICE" "${COMMON[@]}"
+stage quantize-text quantize --modality text --embeddings "$WORK/emb_text" -o "$WORK/q_text" "${COMMON[@]}"
+stage quantize-collab quantize --modality collab --embeddings "$WORK/emb_collab" -o "$WORK/q_collab" "${COMMON[@]}"
+quantizers=(-q "$WORK/q_text" -q "$WORK/q_collab")
+if [ "$has_images" = 1 ]; then
+    stage quantize-image quantize --modality image --method rq-dino -d "$DATA" -o "$WORK/q_image" --skip-bad-images \
+        --device "$DEVICE" "${COMMON[@]}"
+    quantizers+=(-q "$WORK/q_image")
+fi
+stage assign-codes assign-codes -d "$DATA" "${quantizers[@]}" -o "$WORK/codes" --skip-bad-images --device "$DEVICE" \
+    "${COMMON[@]}"
+stage train train -d "$DATA" --codes "$WORK/codes" -o "$WORK/mscgrec" --epochs "$GEN_EPOCHS" --beam-size "$BEAM" \
+    --device "$DEVICE" "${COMMON[@]}"
+if [ "$has_images" = 1 ]; then
+    stage train-image-only train -d "$DATA" --codes "$WORK/codes" -o "$WORK/image_only" --modalities image \
+        --decode image --epochs "$GEN_EPOCHS" --beam-size "$BEAM" --device "$DEVICE" "${COMMON[@]}"
+fi
+
+stage evaluate-sasrec evaluate "$WORK/sasrec" -d "$DATA" -o "$WORK/eval_sasrec.json" --device "$DEVICE" --force
+stage evaluate-mscgrec evaluate "$WORK/mscgrec" -d "$DATA" -o "$WORK/eval_mscgrec.json" --device "$DEVICE" --force
+entries=("sasrec=$WORK/eval_sasrec.json" "mscgrec=$WORK/eval_mscgrec.json")
+if [ "$has_images" = 1 ]; then
+    stage evaluate-image-only evaluate "$WORK/image_only" -d "$DATA" -o "$WORK/eval_image_only.json" \
+        --device "$DEVICE" --force
+    entries+=("image_only=$WORK/eval_image_only.json")
+fi
+
+$MSCG compare "${entries[@]}" -o "$WORK/metrics.json" --force
+python3 - "$TIMES" "$WORK/stage_seconds.json" <<'PY'
+import json, sys
+rows = [line.split("\t") for line in open(sys.argv[1]).read().splitlines() if line]
+json.dump({name: round(float(end) - float(start), 1) for name, start, end in rows}, open(sys.argv[2], "w"), indent=2)
+PY
+rm -f "$TIMES"
+echo "wrote $WORK/metrics.json and $WORK/stage_seconds.json" >&2

@@ -1,0 +1,1 @@
+"""The contracts between stages: self-describing directories of safetensors + JSON."""

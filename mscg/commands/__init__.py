@@ -1,0 +1,1 @@
+"""One module per subcommand: a plain `<verb>()` that works and returns, and a thin `<verb>_cli`."""

@@ -1,0 +1,59 @@
+"""What every command shares: option aliases, the user-error boundary, rendering helpers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mscg.console import error, info
+from mscg.errors import MscgError, UsageError
+
+DEBUG = {"on": os.environ.get("MSCG_DEBUG") == "1"}
+
+DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Folder holding items.jsonl and interactions.jsonl.",
+                                       show_default=False)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).",
+                                         show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result on the same machine.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
+
+
+def user_errors(fn):
+    """CLI boundary: an mscg error becomes one line on stderr and its exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MscgError as e:
+            if DEBUG["on"]:
+                traceback.print_exc()
+            error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            error("interrupted; the output was not written (training stages keep a checkpoint: rerun with --resume)")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(k) for k in text.split(",") if k.strip()}))
+    except ValueError:
+        raise UsageError(f"--ks {text!r} must be comma-separated integers, e.g. 5,10") from None
+    if not ks or ks[0] < 1:
+        raise UsageError(f"--ks {text!r} must list positive integers, e.g. 5,10")
+    return ks
+
+
+def report_split(split) -> None:
+    if split.dropped_users:
+        info(f"dropped {split.dropped_users:,} users with fewer than 3 interactions; {len(split):,} users remain")

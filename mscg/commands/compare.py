@@ -1,0 +1,53 @@
+"""`mscg compare`: gather evaluate outputs into one metrics.json and print the comparison table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mscg.artifacts.atomic import write_text_atomic
+from mscg.artifacts.meta import read_json
+from mscg.commands._common import ForceOpt, user_errors
+from mscg.commands.evaluate import metrics_table
+from mscg.console import info
+from mscg.errors import DataError, UsageError
+
+
+def compare(entries: list[str], output: Path | None, *, force: bool = False) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{entry!r} must look like NAME=PATH, e.g. sasrec=work/eval_sasrec.json")
+        metrics = read_json(Path(path), "run `mscg evaluate ... -o` to make it")
+        if not isinstance(metrics, dict) or "users" not in metrics:
+            raise DataError(f"{path} is not a metrics file written by `mscg evaluate -o`")
+        rows[name] = metrics
+    if output is not None:
+        write_text_atomic(output, json.dumps(rows, indent=2) + "\n", force=force,
+                          inputs=[Path(e.partition("=")[2]) for e in entries])
+    return rows
+
+
+@user_errors
+def compare_cli(
+    entries: Annotated[list[str], typer.Argument(help="NAME=metrics.json pairs, from `mscg evaluate -o`.",
+                                                 show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write {NAME: metrics} here.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Put several evaluations side by side (one table) and optionally into one JSON file.
+
+    [bold]Example[/bold]
+
+      mscg compare sasrec=work/eval_sasrec.json mscgrec=work/eval_mscgrec.json -o work/metrics.json
+    """
+    rows = compare(entries, output, force=force)
+    splits = {m.get("split", "test") for m in rows.values()}
+    Console().print(metrics_table(rows, f"{'/'.join(sorted(splits))} split"))
+    if output is not None:
+        info(f"wrote {output}")

@@ -1,0 +1,1 @@
+"""Items and interactions records, the leave-one-out split, and converters into the mscg format."""

@@ -1,0 +1,74 @@
+"""JSONL reading with errors that name the file and line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mscg.errors import DataError
+
+
+def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for every non-blank line; `-` reads stdin."""
+    if str(path) == "-":
+        yield from _parse_lines(sys.stdin.buffer, "<stdin>")
+        return
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; check the path")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, but a JSONL file is expected")
+    with open(path, "rb") as f:
+        yield from _parse_lines(f, str(path))
+
+
+def _parse_lines(stream, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line_no, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{name} line {line_no}: not valid UTF-8; save the file as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, ValueError, RecursionError) as e:
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+            raise DataError(f"{name} line {line_no}: malformed JSON ({reason}); write one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{name} line {line_no}: expected a JSON object, found {type(obj).__name__}; "
+                            "write one JSON object per line")
+        yield line_no, obj
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def field_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    """A string field; a number where a string belongs is an error that says to quote it."""
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DataError(f"{where}: missing \"{key}\"; every line needs a string \"{key}\"")
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: \"{key}\" must be a string, found {json.dumps(value)[:40]}; quote it")
+    return value
+
+
+def field_number(obj: dict[str, Any], key: str, where: str) -> float | None:
+    if key not in obj or obj[key] is None:
+        return None
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{where}: \"{key}\" must be a finite number, found {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def write_jsonl_line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False) + "\n"

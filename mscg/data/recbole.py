@@ -1,0 +1,223 @@
+"""Converters from RecBole's file formats into mscg's items.jsonl + interactions.jsonl.
+
+Atomic files: `NAME.inter` (user_id, item_id, optional timestamp) and optional `NAME.item` (every
+other field becomes the item text, joined with ". ").
+Sequence files: `NAME.{train,valid,test}.inter` (user_id, item_id_list, item_id) whose longest line per
+user is that user's whole sequence (file order = time order), optional `NAME.text`, and optional
+`NAME.item2index` / `NAME.user2index` that map the index tokens back to the original ids.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mscg.errors import DataError, UsageError
+
+RECBOLE_PREFIX = "recbole:"
+
+
+@dataclass
+class Converted:
+    items: list[dict]  # items.jsonl records, in order
+    interactions: list[dict]  # interactions.jsonl records, in order
+    format: str
+
+
+def resolve_source(source: str) -> Path:
+    """A directory, or `recbole:NAME` for a dataset shipped inside the recbole wheel (e.g. ml-100k)."""
+    if source.startswith(RECBOLE_PREFIX):
+        name = source[len(RECBOLE_PREFIX):]
+        try:
+            root = importlib.resources.files("recbole") / "dataset_example"
+        except ModuleNotFoundError:
+            raise UsageError("recbole is not installed; run `pip install --no-deps recbole==1.2.1`") from None
+        path = Path(str(root / name))
+        if not path.is_dir():
+            shipped = sorted(p.name for p in Path(str(root)).iterdir() if p.is_dir())
+            raise UsageError(f"the recbole wheel ships no dataset {name!r}; choose one of: {', '.join(shipped)}")
+        return path
+    path = Path(source)
+    if not path.is_dir():
+        raise UsageError(f"{source} is not a directory; pass the folder holding the RecBole files or recbole:ml-100k")
+    return path
+
+
+def detect(source: Path, name: str | None) -> tuple[str, str]:
+    """(format, name): "atomic" when NAME.inter exists, "sequence" when NAME.test.inter exists."""
+    if name is None:
+        stems = sorted({p.name.split(".")[0] for p in source.glob("*.inter")})
+        if len(stems) != 1:
+            raise UsageError(f"{source} holds RecBole files of {len(stems)} datasets ({', '.join(stems) or 'none'}); "
+                             "pass --name to choose one")
+        name = stems[0]
+    if (source / f"{name}.inter").exists():
+        return "atomic", name
+    if (source / f"{name}.test.inter").exists():
+        return "sequence", name
+    raise UsageError(f"{source} has neither {name}.inter (atomic) nor {name}.test.inter (sequence files); "
+                     "check --name")
+
+
+def read_atomic(path: Path) -> tuple[list[tuple[str, str]], Iterator[tuple[int, list[str]]]]:
+    """RecBole atomic file: a `name:type` tab-separated header, then tab-separated rows."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not valid UTF-8; save it as UTF-8") from None
+    if not lines:
+        raise DataError(f"{path} is empty; a RecBole file starts with a `field:type` header line")
+    header = []
+    for column in lines[0].split("\t"):
+        field, sep, ftype = column.partition(":")
+        if not sep or not field:
+            raise DataError(f"{path} line 1: header column {column!r} is not `field:type`; fix the header")
+        header.append((field, ftype))
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        for line_no, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            values = line.split("\t")
+            if len(values) != len(header):
+                raise DataError(f"{path} line {line_no}: {len(values)} tab-separated values for "
+                                f"{len(header)} header fields; fix the line")
+            yield line_no, values
+
+    return header, rows()
+
+
+def _column(header: list[tuple[str, str]], field: str, path: Path, required: bool = True) -> int | None:
+    names = [f for f, _ in header]
+    if field in names:
+        return names.index(field)
+    if required:
+        raise DataError(f"{path} has no `{field}` field (it has {', '.join(names)}); fix the header")
+    return None
+
+
+def convert_atomic(source: Path, name: str) -> Converted:
+    inter_path = source / f"{name}.inter"
+    header, rows = read_atomic(inter_path)
+    u_col = _column(header, "user_id", inter_path)
+    i_col = _column(header, "item_id", inter_path)
+    t_col = _column(header, "timestamp", inter_path, required=False)
+    interactions = []
+    for line_no, values in rows:
+        record = {"user_id": values[u_col], "item_id": values[i_col]}
+        if not record["user_id"] or not record["item_id"]:
+            raise DataError(f"{inter_path} line {line_no}: empty user_id or item_id; fix the line")
+        if t_col is not None:
+            try:
+                record["timestamp"] = _number(values[t_col])
+            except ValueError:
+                raise DataError(f"{inter_path} line {line_no}: timestamp {values[t_col]!r} is not a number") from None
+        interactions.append(record)
+
+    items: dict[str, dict] = {}
+    item_path = source / f"{name}.item"
+    if item_path.exists():
+        header, rows = read_atomic(item_path)
+        id_col = _column(header, "item_id", item_path)
+        text_cols = [c for c, (f, _) in enumerate(header) if c != id_col]
+        for line_no, values in rows:
+            item_id = values[id_col]
+            if item_id in items:
+                raise DataError(f"{item_path} line {line_no}: item_id {item_id!r} appears twice; keep one line")
+            record = {"item_id": item_id}
+            text = ". ".join(v.strip() for c in text_cols if (v := values[c]).strip())
+            if text:
+                record["text"] = text
+            items[item_id] = record
+    for record in interactions:
+        items.setdefault(record["item_id"], {"item_id": record["item_id"]})
+    return Converted(list(items.values()), interactions, "atomic")
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _read_index(path: Path) -> dict[str, str] | None:
+    """NAME.item2index / NAME.user2index: `original<TAB>index` -> {index: original}."""
+    if not path.exists():
+        return None
+    mapping = {}
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise DataError(f"{path} line {line_no}: expected `original_id<TAB>index`; fix the line")
+        mapping[parts[1]] = parts[0]
+    return mapping
+
+
+def convert_sequence(source: Path, name: str) -> Converted:
+    item_of = _read_index(source / f"{name}.item2index")
+    user_of = _read_index(source / f"{name}.user2index")
+    sequences: dict[str, list[str]] = {}
+    for part in ("train", "valid", "test"):
+        path = source / f"{name}.{part}.inter"
+        if not path.exists():
+            continue
+        header, rows = read_atomic(path)
+        u_col = _column(header, "user_id", path)
+        l_col = _column(header, "item_id_list", path)
+        i_col = _column(header, "item_id", path)
+        for _, values in rows:
+            sequence = values[l_col].split() + [values[i_col]]
+            if len(sequence) > len(sequences.get(values[u_col], [])):
+                sequences[values[u_col]] = sequence
+
+    def item_id(token: str) -> str:
+        if item_of is None:
+            return token
+        if token not in item_of:
+            raise DataError(f"{source}/{name}.item2index has no entry for item index {token}; fix the index file")
+        return item_of[token]
+
+    items: dict[str, dict] = {}
+    if item_of is not None:
+        for index in sorted(item_of, key=lambda t: int(t) if t.isdigit() else t):
+            items[item_of[index]] = {"item_id": item_of[index]}
+    text_path = source / f"{name}.text"
+    if text_path.exists():
+        header, rows = read_atomic(text_path)
+        id_col = _column(header, "item_id", text_path)
+        text_cols = [c for c, _ in enumerate(header) if c != id_col]
+        raw_ids = set(item_of.values()) if item_of is not None else None
+        for _, values in rows:
+            token = values[id_col]
+            key = token if raw_ids is None or token in raw_ids else item_id(token)
+            text = ". ".join(v.strip() for c in text_cols if (v := values[c]).strip())
+            record = items.setdefault(key, {"item_id": key})
+            if text:
+                record["text"] = text
+    interactions = []
+    for user, sequence in sequences.items():
+        user_id = user_of.get(user, user) if user_of is not None else user
+        for token in sequence:
+            key = item_id(token)
+            items.setdefault(key, {"item_id": key})
+            interactions.append({"user_id": user_id, "item_id": key})
+    return Converted(list(items.values()), interactions, "sequence")
+
+
+def attach_images(items: list[dict], images: Path, pattern: str, out_dir: Path) -> int:
+    """Give each item whose image file exists an `image` path relative to out_dir. Returns the count."""
+    if not images.is_dir():
+        raise UsageError(f"--images {images} is not a directory")
+    if "{item_id}" not in pattern:
+        raise UsageError("--image-pattern must contain {item_id}, e.g. \"{item_id}.jpg\"")
+    found = 0
+    for record in items:
+        path = images / pattern.format(item_id=record["item_id"])
+        if path.is_file():
+            record["image"] = os.path.relpath(path.resolve(), out_dir.resolve())
+            found += 1
+    return found

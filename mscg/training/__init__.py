@@ -1,0 +1,1 @@
+"""The shared training loop, distributed (torchrun + DDP) helpers, and resume checkpoints."""

@@ -1,0 +1,261 @@
+"""The shared training loop: it yields events and prints nothing; commands render them.
+
+Samples come from a `BatchSource` (len + vectorised `batch(indices)`); `model(**batch)` returns the
+loss. The loop owns shuffling (seeded per epoch, DistributedSampler under torchrun), AdamW with
+warm-up + cosine decay, gradient clipping, bf16 autocast on CUDA, early stopping on a validation
+metric (higher is better), and resume checkpoints in the output's partial directory.
+
+Resume is exact on CPU: the checkpoint holds model, optimizer, scheduler, RNG state and the position
+inside the epoch, and each epoch's sample order is a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from mscg.errors import UsageError
+from mscg.training import distributed as dist
+
+RESUME_FILE = "resume.pt"
+
+
+class BatchSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.02
+    min_lr_ratio: float = 0.1
+    patience: int = 5  # epochs without a better validation metric before stopping
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_seconds: float = 300.0  # also checkpointed at every epoch end
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0:
+            raise UsageError("--lr must be positive")
+        if self.patience < 1:
+            raise UsageError("--patience must be at least 1")
+
+
+@dataclass
+class Event:
+    kind: str  # "start" | "step" | "epoch" | "done"
+    epoch: int = 0
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    metric: float | None = None
+    is_best: bool = False
+    resumed_from: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoopResult:
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int = 0
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What a model directory records about its training."""
+        return {"best_epoch": self.best_epoch, "best_valid_metric": self.best_metric, "epochs_run": self.epochs_run,
+                "seconds": round(self.seconds, 2), "samples_per_second": round(self.samples_per_second, 1),
+                "history": self.history}
+
+
+def train_loop(
+    model: torch.nn.Module,
+    source: BatchSource,
+    config: LoopConfig,
+    *,
+    device: torch.device,
+    validate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    metric: str = "ndcg@10",
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    fingerprint: dict[str, Any] | None = None,
+    after_step: Callable[[torch.nn.Module, int, int], None] | None = None,
+    result: LoopResult | None = None,
+) -> Iterator[Event]:
+    """Train `model` in place; at the end it holds the best validated weights (or the last ones).
+
+    `validate(model)` returns sums over this rank's share of users plus "count"; the loop adds them
+    over ranks and divides. `after_step(model, step, total_steps)` runs after each optimizer step
+    (e.g. an EMA teacher update). `result` is filled in as training goes.
+    """
+    config.check()
+    result = result if result is not None else LoopResult()
+    model.to(device)
+    core = model
+    if dist.world_size() > 1:
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    sampler = DistributedSampler(source, num_replicas=dist.world_size(), rank=dist.rank(),
+                                 shuffle=True, seed=config.seed, drop_last=False)
+    steps_per_epoch = max(1, math.ceil(len(sampler) / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _nullcontext()
+
+    state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
+             "bad_epochs": 0, "history": []}
+    best_state: dict[str, torch.Tensor] | None = None
+    fingerprint = json.loads(json.dumps({"loop": asdict(config), **(fingerprint or {})}, default=str))
+    ckpt_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
+    resumed_from = None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        best_state = _load_checkpoint(ckpt_path, core, optimizer, scheduler, state, fingerprint, device)
+        resumed_from = state["step"]
+    else:
+        torch.manual_seed(config.seed + dist.rank())
+    yield Event("start", epoch=state["epoch"], step=state["step"], total_steps=total_steps, resumed_from=resumed_from)
+
+    started = time.perf_counter()
+    samples_seen = 0
+    last_checkpoint = time.monotonic()
+    stop = False
+    while state["epoch"] < config.epochs and not stop:
+        epoch = state["epoch"]
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        batches = order.split(config.batch_size)
+        model.train()
+        for b in range(state["batch_in_epoch"], len(batches)):
+            batch = {k: v.to(device, non_blocking=True) for k, v in source.batch(batches[b]).items()}
+            with autocast:
+                loss = model(**batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["batch_in_epoch"] = b + 1
+            samples_seen += len(batches[b])
+            if after_step is not None:
+                after_step(core, state["step"], total_steps)
+            yield Event("step", epoch=epoch, step=state["step"], total_steps=total_steps,
+                        loss=float(loss.detach()), lr=scheduler.get_last_lr()[0])
+            if ckpt_path is not None and time.monotonic() - last_checkpoint > config.checkpoint_seconds:
+                _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
+                last_checkpoint = time.monotonic()
+        # End of epoch: validate, keep the best weights, maybe stop early.
+        value, is_best = None, False
+        if validate is not None:
+            model.eval()
+            with torch.no_grad(), autocast:
+                sums = validate(core)
+            keys = sorted(sums)
+            totals = dist.all_reduce_sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64))
+            totals = dict(zip(keys, totals.tolist()))
+            count = max(totals.pop("count", 1.0), 1.0)
+            scores = {k: v / count for k, v in totals.items()}
+            value = scores[metric]
+            is_best = state["best_metric"] is None or value > state["best_metric"]
+            if is_best:
+                state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, epoch + 1, 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in core.state_dict().items()})
+            else:
+                state["bad_epochs"] += 1
+                stop = state["bad_epochs"] >= config.patience
+            state["history"].append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in scores.items()}})
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        result.epochs_run = state["epoch"]
+        result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
+        result.history = list(state["history"])
+        yield Event("epoch", epoch=epoch + 1, step=state["step"], total_steps=total_steps,
+                    metric=value, is_best=is_best, info={"stopping": stop})
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
+            last_checkpoint = time.monotonic()
+
+    if best_state is not None:
+        core.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - started
+    result.samples_per_second = samples_seen * dist.world_size() / max(result.seconds, 1e-9)
+    yield Event("done", epoch=state["epoch"], step=state["step"], total_steps=total_steps,
+                metric=state["best_metric"])
+
+
+def _warmup_cosine(total_steps: int, config: LoopConfig) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * config.warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state, best_state, fingerprint) -> None:
+    if not dist.is_main():
+        return
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": json.dumps(state),
+        "best_state": best_state if best_state is not None else {},
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "fingerprint": json.dumps(fingerprint, sort_keys=True),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path, model, optimizer, scheduler, state, fingerprint, device):
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload["fingerprint"] != json.dumps(fingerprint, sort_keys=True):
+        raise UsageError(f"{path} was written by a run with other settings or inputs; rerun the same command "
+                         "to resume it, or drop --resume to start afresh")
+    model.load_state_dict(payload["model"])
+    model.to(device)
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    state.update(json.loads(payload["state"]))
+    torch.set_rng_state(payload["rng"])
+    if torch.cuda.is_available() and payload["cuda_rng"]:
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    if dist.rank() != 0:
+        torch.manual_seed(int(json.loads(payload["fingerprint"])["loop"]["seed"]) + dist.rank() + state["step"])
+    return payload["best_state"] or None

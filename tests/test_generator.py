@@ -1,0 +1,181 @@
+"""The generator: constrained loss, trie, beam search (every result is a real item), incremental decoding."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mscg.artifacts.codes import BOS, Vocabulary, collision_level
+from mscg.data.samples import HistoryTokens, mask_modalities
+from mscg.decoding.beam import IncrementalDecoder, beam_search
+from mscg.decoding.trie import CodeTrie
+from mscg.models.generator import Generator, GeneratorConfig
+
+
+def make_codes(n_items=60, sizes=(4, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.stack([rng.integers(0, s, n_items) for s in sizes], axis=1)
+    suffix, c = collision_level(base)
+    return torch.from_numpy(np.concatenate([base, suffix[:, None]], axis=1)), list(sizes) + [c]
+
+
+def make_model(constraint="trie", encoding="tokens", seed=0):
+    collab, collab_sizes = make_codes(seed=seed)
+    text, text_sizes = make_codes(seed=seed + 1, sizes=(5, 2))
+    vocab = Vocabulary.build({"text": text_sizes, "collab": collab_sizes})
+    config = GeneratorConfig(vocabulary=vocab.to_json(), modalities=["text", "collab"], decode_modality="collab",
+                             max_history=5, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0,
+                             constraint=constraint, history_encoding=encoding)
+    torch.manual_seed(seed)
+    model = Generator(config).eval()
+    codes = torch.cat([text, collab], dim=1)
+    offsets = torch.tensor([s.offset for s in vocab.slots])
+    tokens = codes + offsets
+    return model, vocab, tokens, CodeTrie(collab, collab_sizes), collab
+
+
+def test_trie_tables_match_the_codes():
+    codes, sizes = make_codes()
+    trie = CodeTrie(codes, sizes)
+    for item, code in enumerate(codes.tolist()):
+        node = 0
+        for level, c in enumerate(code):
+            node = int(trie.next_node[level][node, c])
+            assert node >= 0
+        assert node == item
+    valid = {tuple(c) for c in codes.tolist()}
+    for prefix in itertools.product(*[range(s) for s in sizes[:2]]):
+        allowed = trie.next_node[1][trie.next_node[0][0, prefix[0]]] >= 0 if trie.next_node[0][0, prefix[0]] >= 0 else None
+        if allowed is not None:
+            assert bool(allowed[prefix[1]]) == any(v[:2] == prefix for v in valid)
+
+
+def test_trie_skips_items_without_the_modality():
+    codes, sizes = make_codes(n_items=10)
+    codes[3] = -1
+    trie = CodeTrie(codes, sizes)
+    assert trie.item_count == 9
+    assert not trie.allowed_along(torch.tensor([3])).any()
+
+
+@pytest.mark.parametrize("constraint", ["trie", "level", "off"])
+def test_constrained_loss_equals_brute_force_renormalised_cross_entropy(constraint):
+    model, vocab, tokens, trie, collab = make_model(constraint)
+    history = tokens[torch.randint(0, 60, (6, 5))]
+    targets = torch.randint(0, 60, (6,))
+    allowed = trie.allowed_along(targets)
+    loss = model(history, collab[targets], allowed)
+    # brute force: full-vocabulary logits from HF T5, renormalised over the permitted set of each step
+    states, mask = model.encode(history)
+    slots = vocab.slots_of("collab")
+    target_tokens = torch.stack([collab[targets][:, j] + slots[j].offset for j in range(len(slots))], dim=1)
+    decoder_input = torch.cat([torch.full((6, 1), BOS), target_tokens[:, :-1]], dim=1)
+    out = model.t5(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_input)
+    logits = out.logits  # (B, D, V)
+    expected = []
+    for b in range(6):
+        for j, slot in enumerate(slots):
+            if constraint == "off":
+                permitted = torch.arange(vocab.size)
+            elif constraint == "level":
+                permitted = torch.arange(slot.offset, slot.offset + slot.size)
+            else:
+                permitted = slot.offset + allowed[b, j, : slot.size].nonzero().flatten()
+            assert target_tokens[b, j] in permitted
+            expected.append(-(logits[b, j, target_tokens[b, j]] - logits[b, j, permitted].logsumexp(0)))
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
+
+
+def test_trie_training_puts_no_probability_on_invalid_continuations():
+    model, vocab, tokens, trie, collab = make_model("trie")
+    history = tokens[torch.randint(0, 60, (8, 5))]
+    targets = torch.randint(0, 60, (8,))
+    allowed = trie.allowed_along(targets)
+    states, mask = model.encode(history)
+    hidden = model.decode(torch.full((8, 1), BOS), states, mask)[:, 0]
+    logp = model.level_log_probs(hidden, 0, allowed[:, 0, : model.level_sizes[0]])
+    assert torch.isinf(logp[~allowed[:, 0, : model.level_sizes[0]]]).all()
+    assert torch.allclose(logp.exp().sum(dim=1), torch.ones(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["tokens", "items"])
+def test_incremental_decoder_matches_the_full_t5_decoder(encoding):
+    model, vocab, tokens, trie, collab = make_model(encoding=encoding)
+    history = tokens[torch.randint(0, 60, (3, 5))]
+    history[0, :2] = 0  # a short history
+    states, mask = model.encode(history)
+    K = 4
+    seq = torch.randint(4, vocab.size, (3, K, 3))
+    seq[:, :, 0] = BOS
+    decoder = IncrementalDecoder(model, states, mask)
+    for t in range(3):
+        step = decoder.step(seq[:, :, t])  # (3, K, C)
+        full = model.decode(seq[:, :, : t + 1].reshape(3 * K, t + 1), states.repeat_interleave(K, 0),
+                            mask.repeat_interleave(K, 0))[:, -1].view(3, K, -1)
+        assert torch.allclose(step, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("constraint", ["trie", "level", "off"])
+def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(constraint):
+    model, vocab, tokens, trie, collab = make_model(constraint)
+    history = tokens[torch.randint(0, 60, (4, 5))]
+    items, scores = beam_search(model, history, trie, beam_size=10)
+    assert items.shape == (4, 10)
+    assert ((items >= 0) & (items < 60)).all()
+    assert all(len(set(row)) == len(row) for row in items.tolist())
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+    # the score is the model's log-probability of the item's full code, step by step
+    states, mask = model.encode(history)
+    for b in range(4):
+        for item, score in zip(items[b, :3].tolist(), scores[b, :3].tolist()):
+            code = collab[item]
+            total, node = 0.0, 0
+            prefix = torch.tensor([[BOS]])
+            for j in range(len(code)):
+                hidden = model.decode(prefix, states[b:b + 1], mask[b:b + 1])[:, -1]
+                allowed = trie.next_node[j][node][None] >= 0
+                total += float(model.level_log_probs(hidden, j, allowed)[0, code[j]])
+                node = int(trie.next_node[j][node, code[j]])
+                prefix = torch.cat([prefix, model.level_token[j][code[j]].view(1, 1)], dim=1)
+            assert abs(total - score) < 1e-4
+
+
+def test_beam_search_exhaustive_beam_ranks_every_item_like_brute_force():
+    model, vocab, tokens, trie, collab = make_model("trie")
+    history = tokens[torch.randint(0, 60, (1, 5))]
+    items, scores = beam_search(model, history, trie, beam_size=60)
+    assert sorted(items[0].tolist()) == list(range(60))
+
+
+def test_beam_larger_than_catalogue_pads_with_minus_one():
+    model, vocab, tokens, trie, collab = make_model("trie")
+    items, scores = beam_search(model, tokens[torch.randint(0, 60, (2, 5))], trie, beam_size=70)
+    assert (items[:, 60:] == -1).all() and torch.isinf(scores[:, 60:]).all()
+    assert ((items[:, :60] >= 0)).all()
+
+
+def test_modality_masking_keeps_shapes_and_touches_only_the_chosen_modality():
+    tokens = torch.randint(10, 50, (64, 5, 6))
+    tokens[0, :2] = 0  # padding items stay padding
+    slot_modality = torch.tensor([0, 0, 0, 1, 1, 1])
+    mask_tokens = torch.tensor([2, 3])
+    out = mask_modalities(tokens, slot_modality, mask_tokens, prob=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == tokens.shape
+    assert (out[0, :2] == 0).all()
+    changed = out != tokens
+    assert changed.any()
+    # a changed slot holds its modality's mask token, and a modality is masked as a whole
+    assert (out[..., :3][changed[..., :3]] == 2).all() and (out[..., 3:][changed[..., 3:]] == 3).all()
+    assert (changed[..., :3].all(-1) == changed[..., :3].any(-1)).all()
+    assert (changed[..., 3:].all(-1) == changed[..., 3:].any(-1)).all()
+    none = mask_modalities(tokens, slot_modality, mask_tokens, prob=0.0)
+    assert torch.equal(none, tokens)
+
+
+def test_history_tokens_right_align_and_pad():
+    table = torch.arange(12).view(4, 3) + 10
+    ht = HistoryTokens(table, max_history=3)
+    out = ht([np.array([0, 1, 2, 3]), np.array([2])])
+    assert out[0].tolist() == [[13, 14, 15], [16, 17, 18], [19, 20, 21]]
+    assert out[1].tolist() == [[0, 0, 0], [0, 0, 0], [16, 17, 18]]
