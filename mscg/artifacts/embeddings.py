@@ -70,7 +70,9 @@ def load_embeddings(path: Path, flag: str = "--embeddings") -> Embeddings:
             "re-create the artifact"
         )
     if len(set(item_ids)) != len(item_ids):
-        raise DataError(f"{path}/meta.json lists an item id twice; re-create the artifact")
+        seen: set[str] = set()
+        twice = next(i for i in item_ids if i in seen or seen.add(i))
+        raise DataError(f"{path}/meta.json lists item id {twice!r} twice; re-create the artifact")
     vectors = vectors.to(torch.float32)
     finite = torch.isfinite(vectors).all(dim=1)
     if not bool(finite.all()):

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from mscg.artifacts.meta import new_meta, read_json, read_meta, write_json
 from mscg.errors import DataError
@@ -22,9 +22,22 @@ WEIGHTS_FILE = "model.safetensors"
 def save_model_dir(out_dir: Path, kind: str, model: torch.nn.Module, config: dict[str, Any], **meta: Any) -> None:
     out_dir = Path(out_dir)
     assert "model_type" in config
-    save_model(model, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_weights(model, out_dir / WEIGHTS_FILE)
     write_json(out_dir / CONFIG_FILE, config)
     write_json(out_dir / "meta.json", new_meta(kind, model_type=config["model_type"], **meta))
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """model.safetensors, byte-identical for identical weights.
+
+    NOTE: safetensors drops the aliases of tied weights and names them in the header metadata, whose
+    order changes from process to process; such files are rewritten without those names (loading
+    does not need them), so that same inputs and seed give the same bytes.
+    """
+    save_model(model, str(path), metadata={"format": "pt"})
+    tensors = load_file(str(path))
+    if len(tensors) < len(model.state_dict()):
+        save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def read_model_dir(path: Path, kind: str, flag: str, model_types: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -45,8 +58,13 @@ def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
         missing, unexpected = load_model(model, str(Path(path) / WEIGHTS_FILE), strict=False)
     except FileNotFoundError:
         raise DataError(f"{path}/{WEIGHTS_FILE} is missing; re-create the directory") from None
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise DataError(f"{path}/{WEIGHTS_FILE} does not match {path}/{CONFIG_FILE} ({str(e).splitlines()[0]}); "
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{path}/{WEIGHTS_FILE} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+                        "re-create the directory") from None
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        reason = next((line for line in lines if "mismatch" in line), lines[0])  # "size mismatch for ...", if any
+        raise DataError(f"{path}/{WEIGHTS_FILE} does not match {path}/{CONFIG_FILE} ({reason}); "
                         "re-create the directory") from None
     if missing or unexpected:
         raise DataError(f"{path}/{WEIGHTS_FILE} does not match its config (missing {sorted(missing)[:3]}, "

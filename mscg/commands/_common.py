@@ -20,7 +20,8 @@ DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Folder holding item
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).",
                                          show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: same seed, same result on the same machine.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
+                                       help="Random seed: same seed, same result on the same machine.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
 
@@ -40,6 +41,12 @@ def user_errors(fn):
         except KeyboardInterrupt:
             error("interrupted; the output was not written (training stages keep a checkpoint: rerun with --resume)")
             raise typer.Exit(130) from None
+        except OSError as e:  # the file system said no: a full disk, a read-only or missing directory
+            if DEBUG["on"]:
+                traceback.print_exc()
+            where = f" ({e.filename})" if e.filename else ""
+            error(f"{e.strerror or e}{where}; check the path, its permissions and the free space")
+            raise typer.Exit(1) from None
 
     return wrapper
 

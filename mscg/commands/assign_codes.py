@@ -78,7 +78,7 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
     if not quantizers:
         raise UsageError("pass at least one --quantizer (-q), one per modality")
     items_path, _ = dataset_files(data)
-    check_output(output, force=force, inputs=[items_path, *quantizers])
+    check_output(output, force=force, inputs=[Path(data), items_path, *quantizers])
     catalogue = load_catalogue(items_path)
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -86,7 +86,7 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
     for q in quantizers:
         modality, rows, codes, sizes, record = modality_codes(q, catalogue, embeddings or {}, dev, skip_bad_images)
         if modality in per_modality:
-            raise UsageError(f"two quantizers for the {modality} modality ({per_modality[modality][4]['quantizer']['path']} "
+            raise UsageError(f"two quantizers for the {modality} modality ({per_modality[modality][3]['quantizer']['path']} "
                              f"and {q}); pass one per modality")
         per_modality[modality] = (rows, codes, sizes, record)
 
@@ -107,7 +107,7 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
                         "stats": stats, **record})
     vocab = Vocabulary.build(slot_sizes)
     result = Codes(item_ids=catalogue.item_ids, codes=torch.from_numpy(np.concatenate(columns, axis=1)), vocab=vocab)
-    with AtomicDir(output, force=force, inputs=[items_path, *quantizers]) as tmp:
+    with AtomicDir(output, force=force, inputs=[Path(data), items_path, *quantizers]) as tmp:
         save_codes(tmp, result, modalities=records,
                    provenance=provenance({"items": items_path, **{f"quantizer_{m}": per_modality[m][3]["quantizer"]["path"]
                                                                   for m in ordered}}, seed))

@@ -59,12 +59,17 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
     from mscg.training.render import render
 
     dist.init_from_env()
+    if min(max_history, d_model, n_layers, n_heads) < 1:
+        raise UsageError("--max-history, --d-model, --n-layers and --n-heads must be at least 1")
     if d_model % n_heads:
         raise UsageError(f"--d-model {d_model} must be divisible by --n-heads {n_heads}")
-    if max_history < 1 or n_layers < 1:
-        raise UsageError("--max-history and --n-layers must be at least 1")
+    if not 0 <= dropout < 1:
+        raise UsageError(f"--dropout {dropout} must be in [0, 1)")
+    loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                      seed=seed)
+    loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
-    inputs = [items_path, interactions_path]
+    inputs = [Path(data), items_path, interactions_path]  # never write into DATA
     if dist.is_main():
         for out in (output, model_out):
             if out is not None:
@@ -81,8 +86,6 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
                           n_heads=n_heads, dropout=dropout)
     torch.manual_seed(seed)
     model = SASRec(config)
-    loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                      seed=seed)
     recommender = SASRecRecommender(model, ds.catalogue.item_ids, dev, {})
 
     def validate(core: SASRec) -> dict:

@@ -50,7 +50,7 @@ def embed(data: Path, output: Path, *, modality: str = "text", model_dir: Path |
         rows = [i for i, t in enumerate(catalogue.texts) if t is not None]
         if not rows:
             raise DataError(f"{items_path}: no item has a \"text\" field, so there is nothing to embed")
-        check_output(output, force=force, inputs=[items_path])  # fail before the slow part
+        check_output(output, force=force, inputs=[Path(data), items_path])  # fail before the slow part
         tokenizer, model = load_text_model(model_dir, dev)
         with progress_bar() as bar:
             task = bar.add_task("embed text", total=len(rows), status="")
@@ -60,11 +60,11 @@ def embed(data: Path, output: Path, *, modality: str = "text", model_dir: Path |
     else:
         from mscg.encoders.image import embed_images
 
-        check_output(output, force=force, inputs=[items_path])
+        check_output(output, force=force, inputs=[Path(data), items_path])
         rows, vectors, skipped, source = embed_images(catalogue, model_dir, dev, batch_size=batch_size,
                                                       skip_bad_images=skip_bad_images)
     emb = Embeddings(modality=modality, item_ids=[catalogue.item_ids[i] for i in rows], vectors=vectors)
-    with AtomicDir(output, force=force, inputs=[items_path]) as tmp:
+    with AtomicDir(output, force=force, inputs=[Path(data), items_path]) as tmp:
         save_embeddings(tmp, emb, source=source, provenance=provenance({"items": items_path}, seed))
     return EmbedResult(modality, len(catalogue), len(rows), emb.dim, skipped)
 
@@ -112,7 +112,7 @@ def import_embeddings(data: Path, vectors: Path, ids: Path, output: Path, *, mod
     if modality not in MODALITIES:
         raise UsageError(f"--modality {modality!r} must be one of: {', '.join(MODALITIES)}")
     items_path, _ = dataset_files(data)
-    check_output(output, force=force, inputs=[items_path, vectors, ids])
+    check_output(output, force=force, inputs=[Path(data), items_path, vectors, ids])
     catalogue = load_catalogue(items_path)
     matrix = read_vectors(vectors, dim=dim, key=key)
     item_ids = read_ids(ids, len(matrix))
@@ -126,7 +126,7 @@ def import_embeddings(data: Path, vectors: Path, ids: Path, output: Path, *, mod
         raise DataError(f"{vectors}: the vector of item {bad!r} has NaN or infinite values; fix the features")
     order = sorted(range(len(item_ids)), key=lambda r: catalogue.index[item_ids[r]])  # catalogue order
     emb = Embeddings(modality=modality, item_ids=[item_ids[r] for r in order], vectors=matrix[order])
-    with AtomicDir(output, force=force, inputs=[items_path, vectors, ids]) as tmp:
+    with AtomicDir(output, force=force, inputs=[Path(data), items_path, vectors, ids]) as tmp:
         save_embeddings(tmp, emb, source={"imported_from": str(Path(vectors).resolve())},
                         provenance=provenance({"items": items_path, "vectors": vectors, "ids": ids}, None))
     return EmbedResult(modality, len(catalogue), len(order), emb.dim)

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mscg.artifacts.atomic import write_text_atomic
+from mscg.artifacts.atomic import check_output, write_text_atomic
+from mscg.artifacts.meta import provenance
 from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, parse_ks, report_split, user_errors
 from mscg.console import info, progress_bar
 from mscg.data.split import SPLITS, load_dataset
@@ -37,6 +38,9 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         raise UsageError(f"--split {split!r} must be test or valid")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    inputs = [Path(data), Path(model_path)] + ([Path(codes)] if codes is not None else [])
+    if output is not None:
+        check_output(output, force=force, inputs=inputs)  # fail before the slow part
     dev = resolve_device(device)
     recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes)
     depth = getattr(recommender, "beam_size", None)
@@ -68,8 +72,11 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
     if depth is not None:
         metrics["beam_size"] = depth
     if output is not None:
-        write_text_atomic(output, json.dumps(metrics, indent=2) + "\n", force=force,
-                          inputs=[Path(data)])
+        record = {"model": model_path, "items": ds.items_path, "interactions": ds.interactions_path}
+        if codes is not None:
+            record["codes"] = codes
+        metrics["provenance"] = provenance(record, None)
+        write_text_atomic(output, json.dumps(metrics, indent=2) + "\n", force=force, inputs=inputs)
     return EvalResult(metrics)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mscg.artifacts.atomic import AtomicDir
+from mscg.artifacts.atomic import AtomicDir, check_output
 from mscg.commands._common import ForceOpt, OutputOpt, user_errors
 from mscg.console import info
 from mscg.data.interactions import INTERACTIONS_FILE
@@ -31,9 +31,11 @@ def prepare(source: str, output: Path, *, name: str | None = None, images: Path 
             image_pattern: str = "{item_id}.jpg", force: bool = False) -> PrepareResult:
     source_dir = resolve_source(source)
     fmt, name = detect(source_dir, name)
+    inputs = [source_dir] + ([images] if images else [])
+    check_output(output, force=force, inputs=inputs)  # fail before the slow part
     converted = convert_atomic(source_dir, name) if fmt == "atomic" else convert_sequence(source_dir, name)
     with_image = attach_images(converted.items, images, image_pattern, output) if images is not None else 0
-    with AtomicDir(output, force=force, inputs=[source_dir] + ([images] if images else [])) as tmp:
+    with AtomicDir(output, force=force, inputs=inputs) as tmp:
         with open(tmp / ITEMS_FILE, "w", encoding="utf-8") as f:
             f.writelines(write_jsonl_line(r) for r in converted.items)
         with open(tmp / INTERACTIONS_FILE, "w", encoding="utf-8") as f:

@@ -78,6 +78,9 @@ def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddin
     if embeddings is None:
         raise UsageError(f"--method {method} quantizes vectors: pass --embeddings (made by `mscg embed`, "
                          "`mscg collab` or `mscg import-embeddings`)")
+    if method == "rq-kmeans" and options:
+        raise UsageError(f"--{next(iter(options)).replace('_', '-')} does not apply to --method rq-kmeans "
+                         "(it has no training loop); drop it")
     if dist.is_main():
         check_output(output, force=force, inputs=[embeddings])
     emb = load_embeddings(embeddings)
@@ -98,6 +101,8 @@ def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddin
         training: dict[str, Any] = {}
     else:
         from mscg.models.rqvae import fit_rqvae
+
+        info(f"quantize: RQ-VAE, {n_levels} levels x {sizes[0]} codewords on {len(emb.item_ids):,} {modality} vectors")
 
         model, config, training = fit_rqvae(emb, sizes, normalize=normalize, seed=seed, device=device,
                                             output=output, force=force, resume=resume, options=options)
@@ -163,7 +168,7 @@ def quantize_cli(
     """
     options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone": backbone,
                                  "image_size": image_size, "skip_bad_images": skip_bad_images}.items()
-               if v not in (None, False)}
+               if v is not None and v is not False}  # 0 is a value (and is refused), not "unset"
     from mscg.training import distributed as dist
 
     r = quantize(output, modality=modality, method=method, embeddings=embeddings, data=data, n_levels=n_levels,

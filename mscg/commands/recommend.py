@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from mscg.artifacts.atomic import check_output, partial_path, replace_path
+from mscg.artifacts.atomic import check_output, write_text_atomic
 from mscg.commands._common import DeviceOpt, ForceOpt, user_errors
 from mscg.console import info
 from mscg.data.jsonl import read_jsonl, write_jsonl_line
@@ -49,8 +49,10 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
 
     if k < 1:
         raise UsageError("-k must be at least 1")
+    inputs = [Path(model_path)] + ([Path(codes)] if codes is not None else [])
+    inputs += [] if histories_path == "-" else [Path(histories_path)]
     if output != "-":
-        check_output(Path(output), force=force, inputs=[] if histories_path == "-" else [Path(histories_path)])
+        check_output(Path(output), force=force, inputs=inputs)
     dev = resolve_device(device)
     recommender = load_recommender(model_path, dev, beam_size=beam_size if beam_size is not None else None,
                                    codes_path=codes)
@@ -74,9 +76,7 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
         sys.stdout.writelines(lines)
         sys.stdout.flush()
     else:
-        tmp = partial_path(Path(output))
-        tmp.write_text("".join(lines), encoding="utf-8")
-        replace_path(tmp, Path(output))
+        write_text_atomic(Path(output), "".join(lines), force=force, inputs=inputs)
     if skipped:
         info(f"skipped {skipped:,} history items unknown to the model")
     return len(users)

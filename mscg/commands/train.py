@@ -64,16 +64,23 @@ def train(data: Path, codes_path: Path, output: Path, *, modalities: str | None 
         raise UsageError(f"--constraint {constraint!r} must be one of: {', '.join(CONSTRAINTS)}")
     if history_encoding not in ("tokens", "items"):
         raise UsageError(f"--history-encoding {history_encoding!r} must be tokens or items")
+    if min(d_model, n_heads, d_ff) < 1 or (n_decoder_layers is not None and n_decoder_layers < 1):
+        raise UsageError("--d-model, --n-heads, --d-ff and --n-decoder-layers must be at least 1")
     if d_model % n_heads:
         raise UsageError(f"--d-model {d_model} must be divisible by --n-heads {n_heads}")
+    if not 0 <= dropout < 1:
+        raise UsageError(f"--dropout {dropout} must be in [0, 1)")
     if not 0 <= mask_prob < 1:
         raise UsageError("--mask-prob must be in [0, 1)")
     if min(max_history, n_layers, beam_size, valid_users) < 1:
         raise UsageError("--max-history, --n-layers, --beam-size and --valid-users must be at least 1")
     if beam_size < 10:
         raise UsageError("--beam-size must be at least 10: early stopping watches validation NDCG@10")
+    loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
+                      seed=seed)
+    loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
-    inputs = [items_path, interactions_path, codes_path]
+    inputs = [Path(data), items_path, interactions_path, codes_path]  # never write into DATA
     if dist.is_main():
         check_output(output, force=force, inputs=inputs)
     codes = load_codes(codes_path)
@@ -119,8 +126,6 @@ def train(data: Path, codes_path: Path, output: Path, *, modalities: str | None 
             add_sums(total, metric_sums(recommender.rank(histories, targets)))
         return total
 
-    loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                      seed=seed)
     prov = provenance({"items": items_path, "interactions": interactions_path, "codes": codes_path}, seed)
     result = LoopResult()
     n_params = sum(p.numel() for p in model.parameters())

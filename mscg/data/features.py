@@ -19,8 +19,9 @@ def read_vectors(path: Path, *, dim: int | None = None, key: str | None = None) 
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise DataError(f"{path} is not a plain .npy array ({e}); save it with numpy.save") from None
+        except Exception as e:  # noqa: BLE001 - a damaged header raises anything from ValueError to TokenError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"{path} is not a plain .npy array ({reason}); save it with numpy.save") from None
     elif suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -39,8 +40,10 @@ def read_vectors(path: Path, *, dim: int | None = None, key: str | None = None) 
     else:
         if dim is None:
             raise UsageError(f"{path} is read as raw float32: pass --dim (the vector length)")
+        if dim < 1:
+            raise UsageError(f"--dim {dim} must be at least 1 (the vector length of {path})")
         raw = np.fromfile(path, dtype=np.float32)
-        if dim < 1 or raw.size % dim:
+        if raw.size % dim:
             raise DataError(f"{path} holds {raw.size:,} float32 values, not a multiple of --dim {dim}; check --dim")
         array = raw.reshape(-1, dim)
     if array.ndim != 2:
@@ -55,16 +58,22 @@ def read_ids(path: Path, n_rows: int) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--ids {path} does not exist; check the path")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+                 if line.strip()]
+    except UnicodeDecodeError:
+        raise DataError(f"--ids {path} is not valid UTF-8 text; write one item id per line, saved as UTF-8") from None
     ids: list[str | None] = [None] * n_rows
-    for line_no, line in enumerate(lines, start=1):
+    for position, (line_no, line) in enumerate(lines):
         parts = line.split("\t")
         if len(parts) == 1:
-            row, item_id = line_no - 1, parts[0].strip()
-        elif len(parts) == 2 and parts[1].strip().isdigit():
+            row, item_id = position, parts[0].strip()
+        elif len(parts) == 2 and parts[1].strip().isascii() and parts[1].strip().isdigit():
             row, item_id = int(parts[1]), parts[0].strip()
         else:
             raise DataError(f"{path} line {line_no}: expected `item_id` or `item_id<TAB>row`; fix the line")
+        if not item_id:
+            raise DataError(f"{path} line {line_no}: the item id is empty; give every row a non-empty id")
         if row >= n_rows:
             raise DataError(f"{path} line {line_no}: row {row} but the vectors have only {n_rows:,} rows")
         if ids[row] is not None:

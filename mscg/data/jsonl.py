@@ -42,7 +42,21 @@ def _parse_lines(stream, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if not isinstance(obj, dict):
             raise DataError(f"{name} line {line_no}: expected a JSON object, found {type(obj).__name__}; "
                             "write one JSON object per line")
+        if "\\u" in line and _has_lone_surrogate(obj):
+            raise DataError(f"{name} line {line_no}: a \\u escape encodes half a surrogate pair, which is not "
+                            "text; fix the escape")
         yield line_no, obj
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """A `\\ud800`-style escape decodes to a string that cannot be written back as UTF-8."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        return False
+    return False
 
 
 def _reject_constant(token: str) -> Any:

@@ -10,6 +10,7 @@ user is that user's whole sequence (file order = time order), optional `NAME.tex
 from __future__ import annotations
 
 import importlib.resources
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ def read_atomic(path: Path) -> tuple[list[tuple[str, str]], Iterator[tuple[int, 
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise DataError(f"{path} is not valid UTF-8; save it as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e}); check the file") from None
     if not lines:
         raise DataError(f"{path} is empty; a RecBole file starts with a `field:type` header line")
     header = []
@@ -108,13 +111,14 @@ def convert_atomic(source: Path, name: str) -> Converted:
     interactions = []
     for line_no, values in rows:
         record = {"user_id": values[u_col], "item_id": values[i_col]}
-        if not record["user_id"] or not record["item_id"]:
+        if not record["user_id"].strip() or not record["item_id"].strip():
             raise DataError(f"{inter_path} line {line_no}: empty user_id or item_id; fix the line")
         if t_col is not None:
             try:
                 record["timestamp"] = _number(values[t_col])
             except ValueError:
-                raise DataError(f"{inter_path} line {line_no}: timestamp {values[t_col]!r} is not a number") from None
+                raise DataError(f"{inter_path} line {line_no}: timestamp {values[t_col]!r} is not a finite number; "
+                                "fix the line") from None
         interactions.append(record)
 
     items: dict[str, dict] = {}
@@ -125,6 +129,8 @@ def convert_atomic(source: Path, name: str) -> Converted:
         text_cols = [c for c, (f, _) in enumerate(header) if c != id_col]
         for line_no, values in rows:
             item_id = values[id_col]
+            if not item_id.strip():
+                raise DataError(f"{item_path} line {line_no}: empty item_id; fix the line")
             if item_id in items:
                 raise DataError(f"{item_path} line {line_no}: item_id {item_id!r} appears twice; keep one line")
             record = {"item_id": item_id}
@@ -132,6 +138,8 @@ def convert_atomic(source: Path, name: str) -> Converted:
             if text:
                 record["text"] = text
             items[item_id] = record
+    if not interactions:
+        raise DataError(f"{inter_path} holds no interactions; add one `user_id<TAB>item_id` line per interaction")
     for record in interactions:
         items.setdefault(record["item_id"], {"item_id": record["item_id"]})
     return Converted(list(items.values()), interactions, "atomic")
@@ -139,6 +147,8 @@ def convert_atomic(source: Path, name: str) -> Converted:
 
 def _number(text: str) -> float | int:
     value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
     return int(value) if value.is_integer() else value
 
 
@@ -147,11 +157,15 @@ def _read_index(path: Path) -> dict[str, str] | None:
     if not path.exists():
         return None
     mapping = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not valid UTF-8; save it as UTF-8") from None
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) != 2:
+        if len(parts) != 2 or not parts[0].strip():
             raise DataError(f"{path} line {line_no}: expected `original_id<TAB>index`; fix the line")
         mapping[parts[1]] = parts[0]
     return mapping
@@ -169,7 +183,9 @@ def convert_sequence(source: Path, name: str) -> Converted:
         u_col = _column(header, "user_id", path)
         l_col = _column(header, "item_id_list", path)
         i_col = _column(header, "item_id", path)
-        for _, values in rows:
+        for line_no, values in rows:
+            if not values[u_col].strip() or not values[i_col].strip():
+                raise DataError(f"{path} line {line_no}: empty user_id or item_id; fix the line")
             sequence = values[l_col].split() + [values[i_col]]
             if len(sequence) > len(sequences.get(values[u_col], [])):
                 sequences[values[u_col]] = sequence
@@ -183,7 +199,7 @@ def convert_sequence(source: Path, name: str) -> Converted:
 
     items: dict[str, dict] = {}
     if item_of is not None:
-        for index in sorted(item_of, key=lambda t: int(t) if t.isdigit() else t):
+        for index in sorted(item_of, key=lambda t: (0, int(t), t) if t.isascii() and t.isdigit() else (1, 0, t)):
             items[item_of[index]] = {"item_id": item_of[index]}
     text_path = source / f"{name}.text"
     if text_path.exists():
@@ -191,8 +207,10 @@ def convert_sequence(source: Path, name: str) -> Converted:
         id_col = _column(header, "item_id", text_path)
         text_cols = [c for c, _ in enumerate(header) if c != id_col]
         raw_ids = set(item_of.values()) if item_of is not None else None
-        for _, values in rows:
+        for line_no, values in rows:
             token = values[id_col]
+            if not token.strip():
+                raise DataError(f"{text_path} line {line_no}: empty item_id; fix the line")
             key = token if raw_ids is None or token in raw_ids else item_id(token)
             text = ". ".join(v.strip() for c in text_cols if (v := values[c]).strip())
             record = items.setdefault(key, {"item_id": key})
@@ -205,6 +223,8 @@ def convert_sequence(source: Path, name: str) -> Converted:
             key = item_id(token)
             items.setdefault(key, {"item_id": key})
             interactions.append({"user_id": user_id, "item_id": key})
+    if not interactions:
+        raise DataError(f"{source} has no interactions in {name}.train/valid/test.inter; add some")
     return Converted(list(items.values()), interactions, "sequence")
 
 

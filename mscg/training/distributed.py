@@ -3,10 +3,12 @@
     torchrun --nproc_per_node 2 -m mscg train ...
 
 Every rank reads the inputs and trains on its shard (DistributedSampler); rank 0 alone writes.
+`--batch-size` is per process: the global batch is world size x batch size.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -14,12 +16,24 @@ import torch.distributed as dist
 
 
 def init_from_env() -> None:
-    """Join the process group torchrun describes in the environment (no-op for a plain run)."""
+    """Join the process group torchrun describes in the environment (no-op for a plain run).
+
+    With GPUs: NCCL for CUDA tensors (gradients) and gloo for CPU tensors (metric sums, small
+    broadcasts), so collectives work whatever device a tensor lives on; without: gloo. The group is
+    destroyed at exit.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
+            dist.init_process_group(backend="cpu:gloo,cuda:nccl")
+        else:
+            dist.init_process_group(backend="gloo")
+        atexit.register(_destroy)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:

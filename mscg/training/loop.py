@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from mscg.errors import UsageError
+from mscg.errors import DataError, UsageError
 from mscg.training import distributed as dist
 
 RESUME_FILE = "resume.pt"
@@ -47,14 +48,17 @@ class LoopConfig:
     patience: int = 5  # epochs without a better validation metric before stopping
     grad_clip: float = 1.0
     seed: int = 0
-    checkpoint_seconds: float = 300.0  # also checkpointed at every epoch end
+    # also checkpointed at every epoch end; MSCG_CHECKPOINT_SECONDS overrides the default
+    checkpoint_seconds: float = field(default_factory=lambda: _env_seconds("MSCG_CHECKPOINT_SECONDS", 300.0))
 
     def check(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if not self.lr > 0:
-            raise UsageError("--lr must be positive")
+        if not 0 < self.lr < math.inf:
+            raise UsageError("--lr must be a positive number")
+        if not 0 <= self.weight_decay < math.inf:
+            raise UsageError("--weight-decay must be a number >= 0")
         if self.patience < 1:
             raise UsageError("--patience must be at least 1")
 
@@ -126,7 +130,8 @@ def train_loop(
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
              "bad_epochs": 0, "history": []}
     best_state: dict[str, torch.Tensor] | None = None
-    fingerprint = json.loads(json.dumps({"loop": asdict(config), **(fingerprint or {})}, default=str))
+    knobs = {k: v for k, v in asdict(config).items() if k != "checkpoint_seconds"}  # may change on resume
+    fingerprint = json.loads(json.dumps({"loop": knobs, **(fingerprint or {})}, default=str))
     ckpt_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
     resumed_from = None
     if resume and ckpt_path is not None and ckpt_path.exists():
@@ -205,6 +210,13 @@ def train_loop(
                 metric=state["best_metric"])
 
 
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        raise UsageError(f"{name}={os.environ[name]!r} must be a number of seconds") from None
+
+
 def _warmup_cosine(total_steps: int, config: LoopConfig) -> Callable[[int], float]:
     warmup = max(1, int(total_steps * config.warmup_fraction))
 
@@ -243,8 +255,17 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, state, best_state,
     tmp.replace(path)
 
 
+_CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "state", "best_state", "rng", "cuda_rng", "fingerprint"}
+
+
 def _load_checkpoint(path, model, optimizer, scheduler, state, fingerprint, device):
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # weights_only: tensors and plain containers only, a crafted file cannot run code
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user problem
+        raise DataError(f"{path} is not a readable mscg checkpoint ({type(e).__name__}); drop --resume "
+                        "(or delete it) to start afresh") from None
+    if not isinstance(payload, dict) or not _CHECKPOINT_KEYS <= set(payload):
+        raise DataError(f"{path} is not an mscg checkpoint; drop --resume (or delete it) to start afresh")
     if payload["fingerprint"] != json.dumps(fingerprint, sort_keys=True):
         raise UsageError(f"{path} was written by a run with other settings or inputs; rerun the same command "
                          "to resume it, or drop --resume to start afresh")
