@@ -1,0 +1,232 @@
+"""Baselines and ablations in one command: SASRec, TIGER-style, MSCGRec and its ablations, 3 seeds.
+
+    python benchmarks/ablations.py --data data/ml-100k --work runs/ablations/ml-100k --name ml-100k
+
+Per seed, with the same leave-one-out split everywhere: SASRec (`mscg collab`, also the collaborative
+modality), text codes (rq-kmeans on all-MiniLM-L6-v2), image codes (RQ-DINO on the item images when
+items.jsonl has images, and features+rq-kmeans: EfficientNet-Lite0 features, or the features given by
+--image-features), then every generator variant below, each evaluated on the test split. Image codes
+from RQ-DINO are learned once (seed 0) and shared by the seeds; everything else is re-run per seed.
+
+Writes benchmarks/results/NAME.json (every run, its metrics and stage times), NAME.md (mean ± sd over
+seeds) and NAME.png (bar chart). A step whose output exists is skipped, so an interrupted benchmark
+continues where it stopped (delete WORK to start afresh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine, write_section  # noqa: E402
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+
+# name -> (description, train flags, which image codes: "dino" | "features" | None)
+VARIANTS = {
+    "mscgrec": ("MSCGRec: text+image+collab in, collab out, trie-constrained", [], "dino"),
+    "tiger": ("TIGER-style: text codes in, text codes out, unconstrained",
+              ["--modalities", "text", "--decode", "text", "--constraint", "off"], None),
+    "constraint_off": ("MSCGRec without constrained training", ["--constraint", "off"], "dino"),
+    "constraint_level": ("MSCGRec, softmax over the level's range", ["--constraint", "level"], "dino"),
+    "no_collab": ("no collab modality (text+image in, text out)", ["--modalities", "text,image", "--decode", "text"],
+                  "dino"),
+    "no_image": ("no image modality (text+collab in, collab out)", ["--modalities", "text,collab"], None),
+    "no_dual_positions": ("MSCGRec without dual position embeddings", ["--no-dual-positions"], "dino"),
+    "decode_text": ("MSCGRec decoding text codes", ["--decode", "text"], "dino"),
+    "image_only": ("image codes in and out (RQ-DINO)", ["--modalities", "image", "--decode", "image"], "dino"),
+    "image_only_features": ("image codes in and out (features + rq-kmeans)",
+                            ["--modalities", "image", "--decode", "image"], "features"),
+    "mscgrec_image_features": ("MSCGRec with features + rq-kmeans image codes", [], "features"),
+}
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run one mscg command (subprocess), append its output to `log`, return its wall time."""
+    started = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {shlex.join(cmd)}; see {log}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="folder with items.jsonl + interactions.jsonl")
+    p.add_argument("--work", type=Path, required=True, help="folder for every artifact (reused when rerun)")
+    p.add_argument("--name", required=True, help="results name: benchmarks/results/NAME.{json,md,png}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--image-features", type=Path, help="precomputed image features (instead of pixels)")
+    p.add_argument("--image-ids", type=Path, help="item id per row of --image-features")
+    p.add_argument("--image-dim", type=int, help="vector length when --image-features is raw float32")
+    p.add_argument("--train-args", default="", help="extra flags for every `mscg train`, e.g. '--epochs 4'")
+    p.add_argument("--collab-args", default="", help="extra flags for `mscg collab`")
+    p.add_argument("--dino-args", default="", help="extra flags for `mscg quantize --method rq-dino`")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+
+    mscg = [sys.executable, "-m", "mscg"]
+    data, work = args.data, args.work
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "benchmark.log"
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / f"{args.name}.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
+    dev = ["--device", args.device]
+    times: dict[str, float] = results.setdefault("stage_seconds", {})
+
+    def step(name: str, output: Path, cmd: list[str]) -> None:
+        if output.exists():
+            return
+        print(f"[{datetime.datetime.now():%H:%M:%S}] {name}", flush=True)
+        times[name] = round(run(cmd, log), 1)
+        save()
+
+    def save() -> None:
+        results["machine"] = machine(args.device)
+        results["command"] = shlex.join([sys.executable, *sys.argv])
+        results["date"] = datetime.date.today().isoformat()
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+
+    has_pixels = '"image"' in (data / "items.jsonl").read_text()
+    has_images = has_pixels or args.image_features is not None
+    variants = [v for v in args.variants if has_images or VARIANTS[v][2] is None]
+    if not has_pixels:  # without pixels there is no RQ-DINO: the image codes come from the features
+        variants = [v for v in variants if v not in ("image_only_features", "mscgrec_image_features")]
+
+    step("embed text", work / "emb_text", [*mscg, "embed", "--modality", "text", "-d", data, "-o", work / "emb_text",
+                                           *dev])
+    image_quantizers: dict[str, Path] = {}
+    if has_images:
+        if args.image_features is not None:
+            features = work / "emb_image"
+            cmd = [*mscg, "import-embeddings", "-d", data, "--modality", "image", "--vectors", args.image_features,
+                   "--ids", args.image_ids, "-o", features]
+            step("import image features", features, cmd + (["--dim", str(args.image_dim)] if args.image_dim else []))
+        else:
+            features = work / "emb_image"
+            step("embed image", features, [*mscg, "embed", "--modality", "image", "-d", data, "-o", features,
+                                           "--skip-bad-images", *dev])
+        if has_pixels:
+            image_quantizers["dino"] = work / "q_image_dino"
+            step("quantize image rq-dino", work / "q_image_dino",
+                 [*mscg, "quantize", "--modality", "image", "--method", "rq-dino", "-d", data, "-o",
+                  work / "q_image_dino", "--skip-bad-images", "--seed", "0", *dev, *shlex.split(args.dino_args)])
+
+    for seed in args.seeds:
+        s = work / f"seed{seed}"
+        s.mkdir(exist_ok=True)
+        seed_flag = ["--seed", str(seed)]
+        step(f"seed {seed}: collab", s / "sasrec",
+             [*mscg, "collab", "-d", data, "-o", s / "emb_collab", "--model-out", s / "sasrec", *seed_flag, *dev,
+              *shlex.split(args.collab_args)])
+        step(f"seed {seed}: quantize text", s / "q_text",
+             [*mscg, "quantize", "--modality", "text", "--embeddings", work / "emb_text", "-o", s / "q_text", *seed_flag])
+        step(f"seed {seed}: quantize collab", s / "q_collab",
+             [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab", "-o", s / "q_collab",
+              *seed_flag])
+        if has_images:
+            step(f"seed {seed}: quantize image features", s / "q_image_features",
+                 [*mscg, "quantize", "--modality", "image", "--embeddings", work / "emb_image", "-o",
+                  s / "q_image_features", *seed_flag])
+            image_quantizers["features"] = s / "q_image_features"
+            if not has_pixels:
+                image_quantizers["dino"] = image_quantizers["features"]  # the only image codes there are
+        codes: dict[str | None, Path] = {}
+        for kind in {VARIANTS[v][2] for v in variants}:
+            path = s / f"codes_{kind or 'no_image'}"
+            quantizers = ["-q", s / "q_text", "-q", s / "q_collab"]
+            if kind is not None:
+                quantizers += ["-q", image_quantizers[kind]]
+            step(f"seed {seed}: assign-codes ({kind or 'no image'})", path,
+                 [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag, *dev])
+            codes[kind] = path
+        evaluate_run(step, mscg, data, s / "sasrec", s / "eval_sasrec.json", dev, f"seed {seed}: evaluate sasrec")
+        record(results, "sasrec", seed, s / "eval_sasrec.json")
+        for v in variants:
+            _, flags, kind = VARIANTS[v]
+            step(f"seed {seed}: train {v}", s / v,
+                 [*mscg, "train", "-d", data, "--codes", codes[kind], "-o", s / v, *flags, *seed_flag, *dev,
+                  *shlex.split(args.train_args)])
+            evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
+            record(results, v, seed, s / f"eval_{v}.json")
+        save()
+
+    results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage", **{v: VARIANTS[v][0] for v in variants}}
+    save()
+    table = markdown(results, ["sasrec", *variants])
+    (out_dir / f"{args.name}.md").write_text(table)
+    chart(results, ["sasrec", *variants], out_dir / f"{args.name}.png", args.name)
+    write_section(f"ablations-{args.name}", f"### Baselines and ablations: {args.name}\n\n{table}\n"
+                  f"![{args.name}](benchmarks/results/{args.name}.png)\n")
+    print(table)
+
+
+def evaluate_run(step, mscg, data, model, output, dev, name) -> None:
+    step(name, output, [*mscg, "evaluate", model, "-d", data, "-o", output, *dev])
+
+
+def record(results: dict, variant: str, seed: int, path: Path) -> None:
+    metrics = json.loads(path.read_text())
+    results["runs"].setdefault(variant, {})[str(seed)] = {
+        k: metrics[k] for k in (*METRICS, "users", "eval_seconds") if k in metrics}
+
+
+def summary(results: dict, variant: str) -> dict[str, tuple[float, float, int]]:
+    runs = list(results["runs"].get(variant, {}).values())
+    out = {}
+    for k in METRICS:
+        values = [r[k] for r in runs]
+        out[k] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+    return out
+
+
+def markdown(results: dict, variants: list[str]) -> str:
+    lines = [f"Test split, mean ± sd over seeds; {results['machine']}; {results['date']}.", "",
+             "| variant | R@5 | R@10 | N@5 | N@10 | seeds |", "|---|---|---|---|---|---|"]
+    for v in variants:
+        s = summary(results, v)
+        cells = [f"{m:.4f} ± {sd:.4f}" for m, sd, _ in (s[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"))]
+        lines.append(f"| {v} | {' | '.join(cells)} | {s['recall@10'][2]} |")
+    lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",
+              f"Command: `{results['command']}`", ""]
+    return "\n".join(lines)
+
+
+def chart(results: dict, variants: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(variants)), 4))
+    width = 0.4
+    for i, metric in enumerate(("recall@10", "ndcg@10")):
+        stats = [summary(results, v)[metric] for v in variants]
+        xs = [x + (i - 0.5) * width for x in range(len(variants))]
+        ax.bar(xs, [m for m, _, _ in stats], width, yerr=[sd for _, sd, _ in stats], capsize=3,
+               label=metric.replace("recall", "Recall").replace("ndcg", "NDCG"))
+    ax.set_xticks(range(len(variants)))
+    ax.set_xticklabels(variants, rotation=35, ha="right")
+    ax.set_title(f"{title}: test split, mean ± sd over seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Decoding benchmark: mscg's vectorised trie-constrained beam search against HF `generate`.
+
+The same trained generator is decoded by
+  (a) mscg: `mscg.decoding.beam.beam_search` (per-level trie tables, users batched, beams as tensors,
+      KV cache, encoder once per user), and
+  (b) HF: `model.t5.generate(num_beams=B, num_return_sequences=B, prefix_allowed_tokens_fn=<dict trie>)`
+      on the very same T5 weights (the generator's backbone *is* a T5ForConditionalGeneration) and the
+      same encoder states,
+for every beam size B and batch size, on the same users. Both timings include the encoder. Reported:
+users/s of each, the speed-up, and top-K agreement (fraction of users whose top-K lists are identical,
+as ordered lists and as sets, and mean overlap@K), plus the largest score difference.
+
+HF beam search ranks by log_softmax over the *full* vocabulary; mscg normalises as the model was trained
+(`config.constraint`). For an apples-to-apples comparison the model is decoded with constraint "off"
+(full-vocabulary log-probabilities) by both; mscg is also timed with the model's own constraint.
+
+Without --model, a generator of the default `mscg train` architecture is randomly initialised over a
+synthetic codes catalogue (the agreement check does not need a trained model; the speed does not
+depend on the weights). With --model/--data, histories are the test-split histories of the dataset.
+
+Examples (from the repository root):
+
+  python benchmarks/decoding.py --model work/generator --data data/ml-100k -o bench/decoding.json --md bench/decoding.md
+  python benchmarks/decoding.py --beams 20 --batch-sizes 256 --users 256      # synthetic, quick
+  python benchmarks/decoding.py --model work/generator --data data/ml-100k --eval-users 943 --beams 20 --batch-sizes 256 --no-hf
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (agreement, hf_beam_search, machine, machine_line, prefix_table,  # noqa: E402
+                                quiet_transformers, sync, write_json)
+
+
+def synthetic_model(n_items: int, seed: int, constraint: str):
+    """(model, history tokenizer, trie, item count, histories) over random codes: 3 modalities x 3 x 256 + collision."""
+    from mscg.artifacts.codes import Codes, Vocabulary, collision_level
+    from mscg.generator_recommender import generator_parts
+    from mscg.models.generator import Generator, GeneratorConfig
+
+    rng = np.random.default_rng(seed)
+    sizes, columns = {}, []
+    for modality in ("text", "image", "collab"):
+        base = rng.integers(0, 256, (n_items, 3))
+        suffix, c = collision_level(base)
+        columns.append(np.concatenate([base, suffix[:, None]], axis=1))
+        sizes[modality] = [256, 256, 256, c]
+    vocab = Vocabulary.build(sizes)
+    codes = Codes(item_ids=[str(i) for i in range(n_items)], codes=torch.from_numpy(np.concatenate(columns, 1)),
+                  vocab=vocab)
+    # the defaults of `mscg train`
+    config = GeneratorConfig(vocabulary=vocab.to_json(), modalities=list(sizes), decode_modality="collab",
+                             max_history=20, d_model=128, n_layers=2, n_decoder_layers=2, n_heads=4, d_ff=512,
+                             dropout=0.1, history_encoding="items", constraint=constraint)
+    torch.manual_seed(seed)
+    model = Generator(config).eval()
+    history_tokens, _, trie = generator_parts(codes, config)
+
+    def histories(n: int) -> list[np.ndarray]:
+        lengths = rng.integers(3, 51, n)
+        return [rng.integers(0, n_items, k) for k in lengths]
+
+    return model, history_tokens, trie, histories
+
+
+def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int):
+    from mscg.data.split import load_dataset
+    from mscg.recommenders import load_recommender
+
+    rec = load_recommender(model_dir, torch.device("cpu"), beam_size=20, codes_path=codes)
+    ds = load_dataset(data)
+    if rec.item_ids != ds.catalogue.item_ids:
+        sys.exit(f"{model_dir} was trained on another catalogue than {data}")
+    order = np.random.default_rng(seed).permutation(len(ds.split))
+
+    def histories(n: int) -> list[np.ndarray]:
+        return [ds.split.history(int(u), "test") for u in order[:n]]
+
+    return rec.model, rec.history_tokens, rec.trie, histories, ds, rec
+
+
+def run(args) -> dict:
+    from mscg.decoding.beam import beam_search
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    device = torch.device(args.device)
+    quiet_transformers()
+    if args.model is not None:
+        if args.data is None:
+            sys.exit("--model needs --data (the dataset whose test histories are decoded)")
+        model, history_tokens, trie, histories, ds, rec = trained_model(args.model, args.data, args.codes, args.seed)
+        source = {"model": str(args.model), "data": str(args.data), "items": trie.n_items}
+    else:
+        model, history_tokens, trie, histories = synthetic_model(args.items, args.seed, "trie")
+        ds = rec = None
+        source = {"model": "random-init generator (default `mscg train` architecture) on synthetic codes",
+                  "items": args.items}
+    model = model.to(device).eval()
+    trie = trie.to(device)
+    native = model.config.constraint
+    source.update({"constraint": native, "depth": trie.depth, "level_sizes": trie.sizes,
+                   "history_encoding": model.config.history_encoding, "d_model": model.config.d_model,
+                   "n_layers": model.config.n_layers, "n_decoder_layers": model.config.n_decoder_layers,
+                   "parameters": sum(p.numel() for p in model.parameters())})
+    prefixes = prefix_table(model, trie) if not args.no_hf else None
+    k_eval = min(args.k, min(args.beams))
+    rows = []
+    for beam in args.beams:
+        for batch_size in args.batch_sizes:
+            n_users = args.users if batch_size > 1 else args.users_batch1
+            users = histories(n_users)
+            batches = [history_tokens(users[s:s + batch_size]).to(device) for s in range(0, n_users, batch_size)]
+            row = {"beam": beam, "batch_size": batch_size, "users": n_users}
+
+            def timed(fn) -> tuple[list, float]:
+                fn(batches[0])  # warm-up: first-call allocations and lazy initialisation stay out of the timing
+                outs, best = None, float("inf")
+                for _ in range(args.repeat):
+                    sync(device)
+                    start = time.perf_counter()
+                    outs = [fn(b) for b in batches]
+                    sync(device)
+                    best = min(best, time.perf_counter() - start)
+                return outs, best
+
+            with torch.no_grad():
+                _, enc_s = timed(lambda b: model.encode(b))
+                row["encoder_users_per_s"] = round(n_users / enc_s, 1)
+                model.config.constraint = "off"
+                mscg_out, mscg_s = timed(lambda b: beam_search(model, b, trie, beam))
+                row["mscg_off_users_per_s"] = round(n_users / mscg_s, 1)
+                model.config.constraint = native
+                if native != "off":
+                    _, own_s = timed(lambda b: beam_search(model, b, trie, beam))
+                    row[f"mscg_{native}_users_per_s"] = round(n_users / own_s, 1)
+                if not args.no_hf:
+                    model.config.constraint = "off"
+                    hf_out, hf_s = timed(lambda b: hf_beam_search(model, b, trie, beam, prefixes))
+                    model.config.constraint = native
+                    row["hf_users_per_s"] = round(n_users / hf_s, 1)
+                    row["speedup"] = round(hf_s / mscg_s, 1)
+                    ours = torch.cat([o[0].cpu() for o in mscg_out]), torch.cat([o[1].cpu() for o in mscg_out])
+                    theirs = torch.cat([o[0].cpu() for o in hf_out]), torch.cat([o[1].cpu() for o in hf_out])
+                    for k in sorted({k_eval, beam}):
+                        row[f"agreement@{k}"] = {m: round(v, 4) for m, v in agreement(ours[0], theirs[0], k).items()}
+                    finite = torch.isfinite(ours[1]) & torch.isfinite(theirs[1]) & (theirs[0] >= 0)
+                    row["max_score_diff"] = float((ours[1] - theirs[1]).abs()[finite].max()) if finite.any() else 0.0
+                    row["hf_invalid_items"] = int((theirs[0] < 0).sum())
+            rows.append(row)
+            print(f"beam {beam:3d} batch {batch_size:4d}: " + ", ".join(f"{k} {v}" for k, v in row.items()
+                                                                       if k not in ("beam", "batch_size")),
+                  file=sys.stderr, flush=True)
+    result = {"benchmark": "decoding", "machine": machine(device), "source": source, "k": k_eval, "rows": rows}
+    if args.eval_users:
+        result["evaluation"] = evaluation_throughput(rec, ds, histories, history_tokens, model, trie, args, device)
+    return result
+
+
+def evaluation_throughput(rec, ds, histories, history_tokens, model, trie, args, device) -> dict:
+    """Users/s of the evaluation path (GeneratorRecommender.rank: tokenise, beam search, rank the target),
+    at beam 20 and batch 256, and the projected time for 22,000 users."""
+    from mscg.decoding.beam import beam_search
+    from mscg.metrics import ranks_from_lists
+
+    n = args.eval_users
+    users = histories(n)
+    targets = torch.zeros(n, dtype=torch.long)
+    if ds is not None:
+        order = np.random.default_rng(args.seed).permutation(len(ds.split))[:n]
+        targets = torch.tensor([ds.split.target(int(u), "test") for u in order])
+        n = len(order)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, n, 256):
+            tokens = history_tokens(users[s:s + 256]).to(device)
+            items, _ = beam_search(model, tokens, trie, 20)
+            ranks_from_lists(items.cpu(), targets[s:s + 256])
+    sync(device)
+    seconds = time.perf_counter() - start
+    per_s = n / seconds
+    return {"users": n, "beam": 20, "batch_size": 256, "constraint": model.config.constraint,
+            "seconds": round(seconds, 2), "users_per_s": round(per_s, 1),
+            "projected_seconds_22000_users": round(22000 / per_s, 1)}
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"Decoding: mscg vs HF generate — {result['source']['model']} "
+             f"({result['source']['items']:,} items, decode depth {result['source']['depth']}, "
+             f"model constraint {result['source']['constraint']})", "",
+             f"Machine: {machine_line(m)}", f"Command: `{m['command']}`", ""]
+    native = result["source"]["constraint"]
+    k = result["k"]
+    head = ["beam", "batch", "users", "mscg users/s (off)"]
+    if native != "off":
+        head.append(f"mscg users/s ({native})")
+    has_hf = any("hf_users_per_s" in r for r in result["rows"])
+    if has_hf:
+        head += ["HF users/s", "speed-up", f"identical top-{k}", f"overlap@{k}", "identical top-B", "max Δscore"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        cells = [r["beam"], r["batch_size"], r["users"], r["mscg_off_users_per_s"]]
+        if native != "off":
+            cells.append(r[f"mscg_{native}_users_per_s"])
+        if "hf_users_per_s" in r:
+            a, b = r[f"agreement@{k}"], r[f"agreement@{r['beam']}"]
+            cells += [r["hf_users_per_s"], f"{r['speedup']}x", f"{a['identical_lists']:.0%}", f"{a['overlap']:.3f}",
+                      f"{b['identical_lists']:.0%}", f"{r['max_score_diff']:.1e}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if "evaluation" in result:
+        e = result["evaluation"]
+        lines += ["", f"Evaluation path (beam {e['beam']}, batch {e['batch_size']}, constraint {e['constraint']}): "
+                      f"{e['users']:,} users in {e['seconds']} s = {e['users_per_s']} users/s -> 22,000 users in "
+                      f"~{e['projected_seconds_22000_users'] / 60:.1f} min"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, help="trained generator directory (from `mscg train`); default: a "
+                                              "random-init generator on synthetic codes")
+    p.add_argument("--data", type=Path, help="dataset directory the model was trained on (test histories)")
+    p.add_argument("--codes", type=Path, help="codes directory (default: the model's own)")
+    p.add_argument("--items", type=int, default=5000, help="synthetic catalogue size (without --model)")
+    p.add_argument("--beams", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20, 50])
+    p.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 256])
+    p.add_argument("--users", type=int, default=256, help="users decoded per setting with batch > 1")
+    p.add_argument("--users-batch1", type=int, default=32, help="users decoded per setting with batch 1")
+    p.add_argument("-k", type=int, default=10, help="K of the top-K agreement (besides K = beam)")
+    p.add_argument("--repeat", type=int, default=1, help="time each setting this many times, keep the best")
+    p.add_argument("--eval-users", type=int, default=0, help="also time the evaluation path on this many users "
+                                                             "(beam 20, batch 256) and project 22,000 users")
+    p.add_argument("--no-hf", action="store_true", help="skip the HF generate reference (mscg speed only)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
+    p.add_argument("--md", type=Path, help="write the Markdown table here (default: stderr)")
+    args = p.parse_args(argv)
+    result = run(args)
+    md = markdown(result)
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(md, encoding="utf-8")
+    sys.stderr.write("\n" + md)
+    write_json(args.output, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The quickstart as a benchmark: examples/pipeline.sh on a dataset, its metrics and stage wall times.
+
+    python benchmarks/pipeline.py --data runs/quickstart/data --work runs/bench-pipeline --name ml-100k
+
+Runs the pipeline exactly as a user would (default settings), then writes the comparison table and
+the wall time of each stage into BENCHMARKS.md (section pipeline-NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import stamp, write_section  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DEVICE": args.device,
+           "MSCG": f"{sys.executable} -m mscg"}
+    started = time.perf_counter()
+    subprocess.run([str(ROOT / "examples" / "pipeline.sh"), str(args.data), str(args.work)], check=True, env=env)
+    total = time.perf_counter() - started
+    metrics = json.loads((args.work / "metrics.json").read_text())
+    seconds = json.loads((args.work / "stage_seconds.json").read_text())
+    lines = [f"### Pipeline: {args.name} (examples/pipeline.sh, default settings)", "", stamp(args.device), "",
+             "Test split, full ranking over all items:", "",
+             "| model | R@5 | R@10 | N@5 | N@10 | users | eval s |", "|---|---|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        lines.append(f"| {name} | {m['recall@5']:.4f} | {m['recall@10']:.4f} | {m['ndcg@5']:.4f} | "
+                     f"{m['ndcg@10']:.4f} | {m['users']:,} | {m['eval_seconds']:.1f} |")
+    lines += ["", "Wall time per stage (seconds, including process start-up):", "",
+              "| stage | seconds |", "|---|---|"]
+    lines += [f"| {stage} | {s:.1f} |" for stage, s in seconds.items()]
+    lines += [f"| **total** | **{total:.1f}** |", ""]
+    write_section(f"pipeline-{args.name}", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

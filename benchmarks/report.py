@@ -1,0 +1,52 @@
+"""Writing benchmark results into BENCHMARKS.md: each script owns one marked section.
+
+    <!-- BEGIN name --> ... <!-- END name -->
+
+A script replaces its own section (or appends it) and leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def machine(device: str = "auto") -> str:
+    """CPU model, core count, GPU (if used) and torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and device != "cpu" else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def stamp(device: str = "auto") -> str:
+    """The line every section starts with: machine, date, command."""
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    return f"Machine: {machine(device)}. Date: {datetime.date.today().isoformat()}. Command: `{command}`"
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
