@@ -136,6 +136,21 @@ def write_json(path: Path | None, obj: Any) -> None:
         Path(path).write_text(text, encoding="utf-8")
 
 
+def publish(result: dict[str, Any], md: str, *, json_path: Path | None, md_path: Path | None,
+            section: str | None) -> None:
+    """A benchmark's outputs: the Markdown table to stderr (and `md_path`, and BENCHMARKS.md's `section`),
+    the JSON to `json_path` (stdout without one)."""
+    if md_path:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(md, encoding="utf-8")
+    sys.stderr.write("\n" + md)
+    if section:
+        from benchmarks.report import write_section
+
+        write_section(section, md)
+    write_json(json_path, result)
+
+
 # ---- the reference decoder: HF generate with a trie prefix function ------------------------------------
 def prefix_table(model, trie) -> dict[tuple[int, ...], list[int]]:
     """{decoded vocabulary ids so far (after the decoder start): allowed next vocabulary ids}, from the

@@ -52,6 +52,7 @@ VARIANTS = {
 
 def run(cmd: list[str], log: Path) -> float:
     """Run one mscg command (subprocess), append its output to `log`, return its wall time."""
+    cmd = [str(c) for c in cmd]
     started = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
@@ -168,7 +169,7 @@ def main() -> None:
 
     results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage", **{v: VARIANTS[v][0] for v in variants}}
     save()
-    table = markdown(results, ["sasrec", *variants])
+    table = markdown(results, ["sasrec", *variants]) + codes_table(work / f"seed{args.seeds[0]}", results)
     (out_dir / f"{args.name}.md").write_text(table)
     chart(results, ["sasrec", *variants], out_dir / f"{args.name}.png", args.name)
     write_section(f"ablations-{args.name}", f"### Baselines and ablations: {args.name}\n\n{table}\n"
@@ -205,6 +206,24 @@ def markdown(results: dict, variants: list[str]) -> str:
     lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",
               f"Command: `{results['command']}`", ""]
     return "\n".join(lines)
+
+
+def codes_table(seed_dir: Path, results: dict) -> str:
+    """Codebook usage and collision rate of every modality's codes (first seed), and stage wall times."""
+    lines = ["Codes (first seed): per modality, items coded, codebook usage per level, items sharing their "
+             "full code with another item.", "",
+             "| codes | modality | items | codebook usage | collision rate |", "|---|---|---|---|---|"]
+    for codes in sorted(seed_dir.glob("codes_*")):
+        meta = json.loads((codes / "meta.json").read_text())
+        for m in meta["modalities"]:
+            s = m["stats"]
+            usage = "/".join(f"{u:.0%}" for u in s.get("codebook_usage", []))
+            lines.append(f"| {codes.name.removeprefix('codes_')} | {m['name']} | {m['items_with_modality']:,} | "
+                         f"{usage} of {m['n_levels']} x {m['codebook_sizes'][0]} | {s.get('collision_rate', 0):.1%} |")
+    lines += ["", "Wall time of each step (seconds, one process each, shared CPU):", "", "| step | seconds |",
+              "|---|---|"]
+    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in results.get("stage_seconds", {}).items()]
+    return "\n".join(lines) + "\n"
 
 
 def chart(results: dict, variants: list[str], path: Path, title: str) -> None:

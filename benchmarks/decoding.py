@@ -37,8 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (agreement, hf_beam_search, machine, machine_line, prefix_table,  # noqa: E402
-                                quiet_transformers, sync, write_json)
+from benchmarks._common import (agreement, hf_beam_search, machine, machine_line, prefix_table, publish,  # noqa: E402
+                                quiet_transformers, sync)
 
 
 def synthetic_model(n_items: int, seed: int, constraint: str):
@@ -245,14 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
     p.add_argument("--md", type=Path, help="write the Markdown table here (default: stderr)")
+    p.add_argument("--section", help="also write the table into BENCHMARKS.md under this section name "
+                                     "(e.g. decoding-cpu)")
     args = p.parse_args(argv)
     result = run(args)
-    md = markdown(result)
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md, encoding="utf-8")
-    sys.stderr.write("\n" + md)
-    write_json(args.output, result)
+    publish(result, markdown(result), json_path=args.output, md_path=args.md, section=args.section)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -38,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine, machine_line, run_step_subprocess, write_json  # noqa: E402
+from benchmarks._common import machine, machine_line, publish, run_step_subprocess, write_json  # noqa: E402
 
 MODALITIES = ("text", "image", "collab")
 
@@ -333,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the generated data and artifacts")
     p.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
     p.add_argument("--md", type=Path, help="write the Markdown table here (default: stderr)")
+    p.add_argument("--section", help="also write the table into BENCHMARKS.md under this section name "
+                                     "(e.g. scale-cpu)")
     # internal: one step in a child process
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -353,12 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.output, result) if args.output else None  # partial results survive an interruption
     over = [(r["items"], s["step"]) for r in result["sizes"] for s in r["steps"] if not s["under_limit"]]
     result["all_under_limit"] = not over
-    md = markdown(result)
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md, encoding="utf-8")
-    sys.stderr.write("\n" + md)
-    write_json(args.output, result)
+    publish(result, markdown(result), json_path=args.output, md_path=args.md, section=args.section)
 
 
 if __name__ == "__main__":

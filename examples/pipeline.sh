@@ -7,7 +7,8 @@
 # artifact, WORK_DIR/metrics.json ({"sasrec": {...}, "mscgrec": {...}, ...}; test split) and
 # WORK_DIR/stage_seconds.json (wall time of each stage). Reruns replace earlier outputs.
 # Knobs (environment): SEED (0), DEVICE (auto: the GPU when present), GEN_EPOCHS (6), SASREC_EPOCHS (200),
-# BEAM (20), MSCG (the mscg command to run).
+# BEAM (20), MSCG (the mscg command to run), and extra flags for one stage: COLLAB_ARGS, IMAGE_ARGS
+# (quantize --method rq-dino, e.g. "--epochs 2"), TRAIN_ARGS (both generators, e.g. "--d-model 256").
 set -euo pipefail
 
 DATA=${1:?usage: examples/pipeline.sh DATA_DIR WORK_DIR}
@@ -18,6 +19,9 @@ GEN_EPOCHS=${GEN_EPOCHS:-6}
 SASREC_EPOCHS=${SASREC_EPOCHS:-200}
 BEAM=${BEAM:-20}
 MSCG=${MSCG:-mscg}
+read -r -a COLLAB_EXTRA <<< "${COLLAB_ARGS:-}"
+read -r -a IMAGE_EXTRA <<< "${IMAGE_ARGS:-}"
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 COMMON=(--seed "$SEED" --force)
 
 mkdir -p "$WORK"
@@ -39,22 +43,23 @@ if grep -q '"image"[[:space:]]*:' "$DATA/items.jsonl"; then has_images=1; fi
 
 stage embed-text embed --modality text -d "$DATA" -o "$WORK/emb_text" --device "$DEVICE" "${COMMON[@]}"
 stage collab collab -d "$DATA" -o "$WORK/emb_collab" --model-out "$WORK/sasrec" --epochs "$SASREC_EPOCHS" \
-    --device "$DEVICE" "${COMMON[@]}"
+    --device "$DEVICE" "${COMMON[@]}" ${COLLAB_EXTRA[@]+"${COLLAB_EXTRA[@]}"}
 stage quantize-text quantize --modality text --embeddings "$WORK/emb_text" -o "$WORK/q_text" "${COMMON[@]}"
 stage quantize-collab quantize --modality collab --embeddings "$WORK/emb_collab" -o "$WORK/q_collab" "${COMMON[@]}"
 quantizers=(-q "$WORK/q_text" -q "$WORK/q_collab")
 if [ "$has_images" = 1 ]; then
     stage quantize-image quantize --modality image --method rq-dino -d "$DATA" -o "$WORK/q_image" --skip-bad-images \
-        --device "$DEVICE" "${COMMON[@]}"
+        --device "$DEVICE" "${COMMON[@]}" ${IMAGE_EXTRA[@]+"${IMAGE_EXTRA[@]}"}
     quantizers+=(-q "$WORK/q_image")
 fi
 stage assign-codes assign-codes -d "$DATA" "${quantizers[@]}" -o "$WORK/codes" --skip-bad-images --device "$DEVICE" \
     "${COMMON[@]}"
 stage train train -d "$DATA" --codes "$WORK/codes" -o "$WORK/mscgrec" --epochs "$GEN_EPOCHS" --beam-size "$BEAM" \
-    --device "$DEVICE" "${COMMON[@]}"
+    --device "$DEVICE" "${COMMON[@]}" ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
 if [ "$has_images" = 1 ]; then
     stage train-image-only train -d "$DATA" --codes "$WORK/codes" -o "$WORK/image_only" --modalities image \
-        --decode image --epochs "$GEN_EPOCHS" --beam-size "$BEAM" --device "$DEVICE" "${COMMON[@]}"
+        --decode image --epochs "$GEN_EPOCHS" --beam-size "$BEAM" --device "$DEVICE" "${COMMON[@]}" \
+        ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
 fi
 
 stage evaluate-sasrec evaluate "$WORK/sasrec" -d "$DATA" -o "$WORK/eval_sasrec.json" --device "$DEVICE" --force

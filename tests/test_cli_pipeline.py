@@ -57,6 +57,10 @@ def test_whole_pipeline(pipeline: Path, data_dir: Path):
         assert metrics["users"] == 60 and metrics["split"] == "test"
         assert 0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= 1
         assert metrics["eval_seconds"] > 0
+        assert "item memory" in out
+    n_slots = len(meta["vocabulary"]["slots"])  # one byte per code token
+    assert json.loads((w / "eval_generator.json").read_text())["bytes_per_item"] == n_slots
+    assert json.loads((w / "eval_sasrec.json").read_text())["bytes_per_item"] == 16 * 4  # --d-model 16, float32
     table = mscg("compare", f"sasrec={w / 'eval_sasrec.json'}", f"mscgrec={w / 'eval_generator.json'}",
                  "-o", w / "metrics.json")
     assert "sasrec" in table and "mscgrec" in table

@@ -63,3 +63,43 @@ def test_amazon_scientific_converts_and_imports_image_features(shared_data: Path
     meta = json.loads((tmp_path / "emb_image" / "meta.json").read_text())
     assert meta["count"] == 1585 and meta["dim"] == 512 and meta["modality"] == "image"
     mscg("quantize", "--modality", "image", "--embeddings", tmp_path / "emb_image", "-o", tmp_path / "q_image")
+
+
+@pytest.mark.skipif(not recbole_installed(), reason="recbole is not installed (pip install --no-deps recbole==1.2.1)")
+def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_path: Path):
+    """examples/pipeline.sh on a slice of MovieLens-100K + posters: text, RQ-DINO image codes (items without
+    a poster get the image mask token), collab; metrics.json gains the image_only entry."""
+    import os
+    import subprocess
+    import sys
+
+    full, data, w = tmp_path / "full", tmp_path / "slice", tmp_path / "work"
+    mscg("prepare", "recbole:ml-100k", "-o", full, "--images", shared_data / "ml-100k-posters" / "posters")
+    items = [json.loads(line) for line in (full / "items.jsonl").read_text().splitlines()][:300]
+    keep = {item["item_id"] for item in items}
+    for item in items:  # paths stay valid from the slice's folder
+        if "image" in item:
+            item["image"] = str((full / item["image"]).resolve())
+    data.mkdir()
+    (data / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
+    lines = [line for line in (full / "interactions.jsonl").read_text().splitlines()
+             if json.loads(line)["item_id"] in keep]
+    (data / "interactions.jsonl").write_text("\n".join(lines) + "\n")
+    without_poster = sum("image" not in item for item in items)
+    assert 0 < without_poster < len(items)
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSCG": f"{sys.executable} -m mscg", "SASREC_EPOCHS": "3",
+           "GEN_EPOCHS": "1", "IMAGE_ARGS": "--epochs 1 --image-size 64",
+           "TRAIN_ARGS": "--valid-users 100"}
+    subprocess.run(["bash", str(repo / "examples" / "pipeline.sh"), str(data), str(w)], check=True, env=env,
+                   capture_output=True)
+    metrics = json.loads((w / "metrics.json").read_text())
+    assert set(metrics) == {"sasrec", "mscgrec", "image_only"}
+    codes = json.loads((w / "codes" / "meta.json").read_text())
+    image = next(m for m in codes["modalities"] if m["name"] == "image")
+    assert image["items_without_modality"] == without_poster
+    assert min(image["stats"]["codebook_usage"]) > 0.25  # no collapsed codebook on real posters
+    assert json.loads((w / "q_image" / "meta.json").read_text())["method"] == "rq-dino"
+    for name, m in metrics.items():
+        assert m["users"] > 100 and 0 <= m["ndcg@10"] <= m["recall@10"] <= 1, (name, m)

@@ -156,7 +156,30 @@ def test_quantize_writes_a_directory_that_assign_codes_can_load(tmp_path: Path, 
     assert rows.tolist() == list(range(12))  # the 13th item has no image
     from mscg.artifacts.codes import code_statistics
 
-    assert code_statistics(codes, [4, 4]) == {k: v for k, v in result.stats.items() if k != "skipped_unreadable"}
+    assert code_statistics(codes, [4, 4]) == {k: v for k, v in result.stats.items()
+                                              if k not in ("skipped_unreadable", "before_refit")}
+
+
+def test_codebooks_are_refitted_on_the_final_teacher_latents(tmp_path: Path, images_data: Path):
+    from mscg.commands.quantize_dino import centre_pass, decode_images
+    from mscg.models.quantizers import load_quantizer
+    from mscg.models.residual_quantizer import ResidualQuantizer
+
+    refitted = run(tmp_path, "refit", images_data)
+    plain = run(tmp_path, "plain", images_data, options={**TINY_RUN, "refit_codebooks": False})
+    assert "before_refit" in refitted.stats and "before_refit" not in plain.stats
+    # Same training either way (the refit comes after it): the unrefitted run's codes are the "before" figures.
+    assert refitted.stats["before_refit"]["collision_rate"] == plain.stats["collision_rate"]
+    model, _, _ = load_quantizer(tmp_path / "refit")
+    for t, s in zip(model.teacher.rq.codebooks, model.student.rq.codebooks):
+        assert torch.equal(t, s)
+    _, images, _ = decode_images(load_catalogue(images_data / "items.jsonl"), model.config.cache_size,
+                                 skip_bad_images=False)
+    z = centre_pass(model, images, CPU, what="teacher")
+    expected = ResidualQuantizer(dim=z.shape[1], codebook_sizes=[4, 4], commitment=0.25)
+    expected.init_kmeans(z, seed=0)
+    for got, want in zip(model.teacher.rq.codebooks, expected.codebooks):
+        assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_same_seed_same_quantizer(tmp_path: Path, images_data: Path):

@@ -1,11 +1,7 @@
-import json
 
-import numpy as np
 import pytest
 
-from mscg.data.interactions import load_interactions
-from mscg.data.items import load_catalogue
-from mscg.data.split import leave_one_out, load_dataset
+from mscg.data.split import load_dataset
 from mscg.errors import DataError
 from tests.conftest import write_jsonl
 

@@ -89,10 +89,21 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
         table.add_column(k.replace("recall", "R").replace("ndcg", "N"), justify="right")
     table.add_column("users", justify="right")
     table.add_column("eval s", justify="right")
+    table.add_column("bytes/item", justify="right")  # the item representation the model needs at inference
     for name, m in rows.items():
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in keys), f"{m.get('users', 0):,}",
-                      f"{m.get('eval_seconds', 0):.1f}")
+                      f"{m.get('eval_seconds', 0):.1f}",
+                      f"{m['bytes_per_item']:g}" if "bytes_per_item" in m else "-")
     return table
+
+
+def memory_line(metrics: dict[str, Any]) -> str:
+    """The paper's memory argument, measured: bytes per item of the model's item representation."""
+    b = metrics["bytes_per_item"]
+    if metrics["model_type"] == "sasrec":
+        return f"item memory: {b:g} bytes per item (a {b / 4:g}-d float32 embedding table, grows with the catalogue)"
+    return (f"item memory: {b:g} bytes per item as codes (one byte per code token) vs 256 bytes per item for a "
+            "64-d float32 embedding table such as SASRec's")
 
 
 @user_errors
@@ -123,5 +134,6 @@ def evaluate_cli(
     r = evaluate(model, data, codes=codes, split=split, beam_size=beam_size, ks=parse_ks(ks), batch_size=batch_size,
                  device=device, output=output, force=force)
     Console().print(metrics_table({model.name: r.metrics}, f"{split} split"))
+    info(memory_line(r.metrics))
     if output is not None:
         info(f"wrote {output}")

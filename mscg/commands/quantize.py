@@ -11,7 +11,7 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, provenance
-from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
+from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
 from mscg.console import info
 from mscg.errors import UsageError
 from mscg.models.quantizers import IMAGE_METHODS, METHODS
@@ -125,6 +125,11 @@ def describe_stats(stats: dict[str, Any]) -> str:
     usage = "/".join(f"{u:.0%}" for u in stats.get("codebook_usage", []))
     text = (f"codebook usage per level {usage}; {stats.get('unique_codes', 0):,} distinct codes, "
             f"collision rate {stats.get('collision_rate', 0):.1%} (largest group {stats.get('largest_collision_group')})")
+    if "before_refit" in stats:
+        before = stats["before_refit"]
+        text += (f" (trained codebooks before the k-means refit: usage "
+                 f"{'/'.join(f'{u:.0%}' for u in before['codebook_usage'])}, collision rate "
+                 f"{before['collision_rate']:.1%})")
     if "reconstruction_mse" in stats:
         text += f"; reconstruction MSE {stats['reconstruction_mse']:.4f}"
     return text
@@ -149,6 +154,8 @@ def quantize_cli(
                                                       "vit-small (from scratch).")] = None,
     image_size: Annotated[int | None, typer.Option(help="rq-dino global crop size in pixels.")] = None,
     skip_bad_images: Annotated[bool, typer.Option(help="rq-dino: treat unreadable image files as 'no image'.")] = False,
+    refit_codebooks: Annotated[bool, typer.Option(help="rq-dino: refit the codebooks by residual k-means on the "
+                                                       "final teacher latents before coding.")] = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -169,6 +176,10 @@ def quantize_cli(
     options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone": backbone,
                                  "image_size": image_size, "skip_bad_images": skip_bad_images}.items()
                if v is not None and v is not False}  # 0 is a value (and is refused), not "unset"
+    if not refit_codebooks:
+        if method != "rq-dino":
+            raise UsageError("--no-refit-codebooks only applies to --method rq-dino")
+        options["refit_codebooks"] = False
     from mscg.training import distributed as dist
 
     r = quantize(output, modality=modality, method=method, embeddings=embeddings, data=data, n_levels=n_levels,

@@ -202,8 +202,13 @@ def quantize_rq_dino(output: Path, *, data: Path, n_levels: int = 3, codebook_si
         if dist.is_main():
             model.eval()
             z = centre_pass(model, images, dev, what="teacher", description="image codes")
+            if config.refit_codebooks:
+                trained = code_statistics(model.teacher.rq.encode(z.to(dev)).cpu().numpy(), sizes)
+                model.refit_codebooks(z.to(dev), seed=seed)
             codes = model.teacher.rq.encode(z.to(dev)).cpu().numpy()
             stats = code_statistics(codes, sizes)
+            if config.refit_codebooks:
+                stats["before_refit"] = {k: trained[k] for k in ("collision_rate", "codebook_usage")}
             stats["skipped_unreadable"] = skipped
             (tmp / RESUME_FILE).unlink(missing_ok=True)
             model = model.to(device="cpu", memory_format=torch.contiguous_format)

@@ -24,6 +24,11 @@ NOTE: the paper's body was not available; this concrete design is ours (docs/met
 - the codebook and commitment terms are squared distances per vector (ResidualQuantizer averages
   over dimensions as well, so they are multiplied by `latent_dim`), weighted by `rq_weight`.
 - the weight-normalised last layer of the DINO head is a cosine layer (DINO's norm_last_layer, g = 1).
+- after training, the codebooks are refitted by residual k-means on the teacher latents of all centre
+  views (`refit_codebooks`, on by default): in short CPU runs the latents move faster than the
+  codebooks follow them (on MovieLens-100K's posters the trained codebooks left 75% of the items in
+  collisions; refitted on the same latents, 17%). The latent space is what DINO learned; the refit
+  only re-reads it with well-used codebooks.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class RQDINOConfig:
     center_momentum: float = 0.9
     commitment: float = 0.25
     rq_weight: float = 0.1  # x the per-vector squared distances; at 1 they collapse the latents onto few codewords
+    refit_codebooks: bool = True  # residual k-means on the final teacher latents before coding (see NOTE)
     modality: str = "image"
     model_type: str = "rq-dino"
 
@@ -350,6 +356,14 @@ class RQDINO(nn.Module):
             teacher_cb.data[moved] = new.data[moved]
             getattr(self, f"hits_{level}").zero_()
         return restarted
+
+    @torch.no_grad()
+    def refit_codebooks(self, teacher_latents: torch.Tensor, *, seed: int) -> None:
+        """Residual k-means of the final teacher latents (N, latent_dim) into the teacher's codebooks (and
+        the student's, so both stay one quantizer)."""
+        self.teacher.rq.init_kmeans(teacher_latents, seed=seed)
+        for t, s in zip(self.teacher.rq.codebooks, self.student.rq.codebooks):
+            s.data.copy_(t.data)
 
     # -- codes --
 
