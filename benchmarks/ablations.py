@@ -77,6 +77,8 @@ def main() -> None:
     p.add_argument("--collab-args", default="", help="extra flags for `mscg collab`")
     p.add_argument("--dino-args", default="", help="extra flags for `mscg quantize --method rq-dino`")
     p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rebuild the tables and chart from the runs already in WORK")
     args = p.parse_args()
 
     mscg = [sys.executable, "-m", "mscg"]
@@ -91,7 +93,7 @@ def main() -> None:
     times: dict[str, float] = results.setdefault("stage_seconds", {})
 
     def step(name: str, output: Path, cmd: list[str]) -> None:
-        if output.exists():
+        if output.exists() or args.report_only:
             return
         print(f"[{datetime.datetime.now():%H:%M:%S}] {name}", flush=True)
         times[name] = round(run(cmd, log), 1)
@@ -99,7 +101,12 @@ def main() -> None:
 
     def save() -> None:
         results["machine"] = machine(args.device)
-        results["command"] = shlex.join([sys.executable, *sys.argv])
+        if not args.report_only:  # every command that added runs, in order
+            command = shlex.join([Path(sys.executable).name, *sys.argv])
+            commands = results.setdefault("commands", [])
+            for c in (results.pop("command", None), command):
+                if c and c not in commands:
+                    commands.append(c)
         results["date"] = datetime.date.today().isoformat()
         results_path.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -167,6 +174,7 @@ def main() -> None:
             record(results, v, seed, s / f"eval_{v}.json")
         save()
 
+    variants = [v for v in variants if v in results["runs"]]
     results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage", **{v: VARIANTS[v][0] for v in variants}}
     save()
     table = markdown(results, ["sasrec", *variants]) + codes_table(work / f"seed{args.seeds[0]}", results)
@@ -182,6 +190,8 @@ def evaluate_run(step, mscg, data, model, output, dev, name) -> None:
 
 
 def record(results: dict, variant: str, seed: int, path: Path) -> None:
+    if not path.exists():  # --report-only, and this run was not made
+        return
     metrics = json.loads(path.read_text())
     results["runs"].setdefault(variant, {})[str(seed)] = {
         k: metrics[k] for k in (*METRICS, "users", "eval_seconds") if k in metrics}
@@ -204,7 +214,7 @@ def markdown(results: dict, variants: list[str]) -> str:
         cells = [f"{m:.4f} ± {sd:.4f}" for m, sd, _ in (s[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"))]
         lines.append(f"| {v} | {' | '.join(cells)} | {s['recall@10'][2]} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",
-              f"Command: `{results['command']}`", ""]
+              "Commands: " + "; ".join(f"`{c}`" for c in results.get("commands") or [results.get("command", "")]), ""]
     return "\n".join(lines)
 
 

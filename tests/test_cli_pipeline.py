@@ -83,6 +83,21 @@ def test_recommend_pipes_jsonl(pipeline: Path, data_dir: Path):
             assert r["scores"] == sorted(r["scores"], reverse=True)
 
 
+def test_recommend_can_leave_out_the_history(pipeline: Path):
+    history = ["i0", "i4", "i8", "i12", "i16", "i20"]
+    line = json.dumps({"user_id": "u", "history": history}) + "\n"
+    for model, beam in (("generator", ["--beam-size", "30"]), ("sasrec", [])):  # same beam: same search
+        everything = runner.invoke(app, ["recommend", str(pipeline / model), "-k", "30", *beam], input=line)
+        result = runner.invoke(app, ["recommend", str(pipeline / model), "-k", "5", "--exclude-history", *beam],
+                               input=line)
+        assert result.exit_code == 0 == everything.exit_code, result.output
+        ranked = json.loads(everything.stdout)
+        fresh = json.loads(result.stdout)
+        assert len(fresh["items"]) == 5 and not set(fresh["items"]) & set(history)
+        # the same ranking with the history items taken out
+        assert fresh["items"] == [i for i in ranked["items"] if i not in history][:5]
+
+
 def test_outputs_are_refused_without_force_and_replaced_with_it(pipeline: Path):
     out = mscg("quantize", "--modality", "text", "--embeddings", pipeline / "emb_text", "-o", pipeline / "q_text2")
     before = (pipeline / "q_text2" / "model.safetensors").read_bytes()

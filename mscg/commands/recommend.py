@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 
 from mscg.artifacts.atomic import check_output, write_text_atomic
@@ -43,7 +44,7 @@ def read_histories(path: str, index: dict[str, int], skip_unknown: bool) -> tupl
 
 def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10, codes: Path | None = None,
               beam_size: int | None = None, batch_size: int = 256, device: str = "auto", skip_unknown: bool = False,
-              force: bool = False) -> int:
+              exclude_history: bool = False, force: bool = False) -> int:
     from mscg.recommenders import load_recommender
     from mscg.training.distributed import resolve_device
 
@@ -63,10 +64,22 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
     index = {item_id: i for i, item_id in enumerate(recommender.item_ids)}
     users, histories, skipped = read_histories(histories_path, index, skip_unknown)
     lines = []
+    trained_beam = getattr(recommender, "beam_size", None)
     for start in range(0, len(users), batch_size):
-        items, scores = recommender.top_k(histories[start:start + batch_size], k)
+        batch = histories[start:start + batch_size]
+        wanted = k
+        if exclude_history:  # ask for enough items that K remain once the history is removed
+            wanted = min(k + max(len(set(h.tolist())) for h in batch), len(recommender.item_ids))
+            if trained_beam is not None and beam_size is None:
+                recommender.beam_size = max(trained_beam, wanted)
+            wanted = min(wanted, getattr(recommender, "beam_size", None) or wanted)
+        items, scores = recommender.top_k(batch, wanted)
         for row, user_id in enumerate(users[start:start + batch_size]):
             keep = items[row] >= 0
+            if exclude_history:
+                seen = torch.as_tensor(batch[row], device=items.device)
+                keep &= ~torch.isin(items[row], seen)
+                keep &= keep.cumsum(0) <= k
             lines.append(write_jsonl_line({
                 "user_id": user_id,
                 "items": [recommender.item_ids[i] for i in items[row][keep].tolist()],
@@ -95,6 +108,8 @@ def recommend_cli(
     beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained, at least K).")] = None,
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
     skip_unknown: Annotated[bool, typer.Option(help="Ignore history items the model does not know.")] = False,
+    exclude_history: Annotated[bool, typer.Option(help="Leave out items already in the user's history (the "
+                                                        "generator searches a wider beam to still return K).")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -108,6 +123,6 @@ def recommend_cli(
       mscg recommend work/sasrec -i histories.jsonl -o recs.jsonl -k 20
     """
     n = recommend(model, histories, output, k=k, codes=codes, beam_size=beam_size, batch_size=batch_size,
-                  device=device, skip_unknown=skip_unknown, force=force)
+                  device=device, skip_unknown=skip_unknown, exclude_history=exclude_history, force=force)
     if output != "-":
         info(f"wrote {output}: recommendations for {n:,} users")
