@@ -176,8 +176,13 @@ def main() -> None:
 
     variants = [v for v in variants if v in results["runs"]]
     results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage", **{v: VARIANTS[v][0] for v in variants}}
+    if not has_pixels:  # the image codes of every variant come from the features
+        results["variants"] = {v: d.replace("(RQ-DINO)", "(imported features + rq-kmeans)")
+                               for v, d in results["variants"].items()}
+    results["image_codes"] = ("RQ-DINO on the item images (features + rq-kmeans where the variant says so)"
+                              if has_pixels else "rq-kmeans on the imported image features" if has_images else "none")
     save()
-    table = markdown(results, ["sasrec", *variants]) + codes_table(work / f"seed{args.seeds[0]}", results)
+    table = markdown(results, ["sasrec", *variants]) + "\n" + codes_table(work / f"seed{args.seeds[0]}", results)
     (out_dir / f"{args.name}.md").write_text(table)
     chart(results, ["sasrec", *variants], out_dir / f"{args.name}.png", args.name)
     write_section(f"ablations-{args.name}", f"### Baselines and ablations: {args.name}\n\n{table}\n"
@@ -207,7 +212,8 @@ def summary(results: dict, variant: str) -> dict[str, tuple[float, float, int]]:
 
 
 def markdown(results: dict, variants: list[str]) -> str:
-    lines = [f"Test split, mean ± sd over seeds; {results['machine']}; {results['date']}.", "",
+    lines = [f"Test split, mean ± sd over seeds; {results['machine']}; {results['date']}. "
+             f"Image codes: {results.get('image_codes', 'none')}.", "",
              "| variant | R@5 | R@10 | N@5 | N@10 | seeds |", "|---|---|---|---|---|---|"]
     for v in variants:
         s = summary(results, v)
