@@ -38,11 +38,12 @@ def test_movielens_100k_pipeline(tmp_path: Path):
     out = mscg("prepare", "recbole:ml-100k", "-o", data)
     assert "1,682 items" in out and "100,000 interactions" in out and "943 users" in out
     mscg("embed", "--modality", "text", "-d", data, "-o", w / "emb_text")
-    mscg("collab", "-d", data, "-o", w / "emb_collab", "--model-out", w / "sasrec", "--epochs", "8")
+    mscg("collab", "-d", data, "-o", w / "emb_collab", "--model-out", w / "sasrec", "--epochs", "5")
     mscg("quantize", "--modality", "text", "--embeddings", w / "emb_text", "-o", w / "q_text")
     mscg("quantize", "--modality", "collab", "--embeddings", w / "emb_collab", "-o", w / "q_collab")
     mscg("assign-codes", "-d", data, "-q", w / "q_text", "-q", w / "q_collab", "-o", w / "codes")
-    mscg("train", "-d", data, "--codes", w / "codes", "-o", w / "gen", "--epochs", "1", "--valid-users", "300")
+    mscg("train", "-d", data, "--codes", w / "codes", "-o", w / "gen", "--epochs", "1", "--valid-users", "300",
+         "--max-history", "10", "--d-model", "64", "--d-ff", "256", "--batch-size", "512", "--lr", "4e-3")
     chance = 10 / 1682
     for model in ("sasrec", "gen"):
         mscg("evaluate", w / model, "-d", data, "-o", w / f"{model}.json")
@@ -67,7 +68,7 @@ def test_amazon_scientific_converts_and_imports_image_features(shared_data: Path
 
 @pytest.mark.skipif(not recbole_installed(), reason="recbole is not installed (pip install --no-deps recbole==1.2.1)")
 def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_path: Path):
-    """examples/pipeline.sh on a slice of MovieLens-100K + posters: text, RQ-DINO image codes (items without
+    """examples/pipeline.sh on a 200-item slice of MovieLens-100K + posters: text, RQ-DINO image codes (items without
     a poster get the image mask token), collab; metrics.json gains the image_only entry."""
     import os
     import subprocess
@@ -75,7 +76,7 @@ def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_pa
 
     full, data, w = tmp_path / "full", tmp_path / "slice", tmp_path / "work"
     mscg("prepare", "recbole:ml-100k", "-o", full, "--images", shared_data / "ml-100k-posters" / "posters")
-    items = [json.loads(line) for line in (full / "items.jsonl").read_text().splitlines()][:300]
+    items = [json.loads(line) for line in (full / "items.jsonl").read_text().splitlines()][:200]
     keep = {item["item_id"] for item in items}
     for item in items:  # paths stay valid from the slice's folder
         if "image" in item:
@@ -89,9 +90,9 @@ def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_pa
     assert 0 < without_poster < len(items)
 
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSCG": f"{sys.executable} -m mscg", "SASREC_EPOCHS": "3",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSCG": f"{sys.executable} -m mscg", "SASREC_EPOCHS": "2",
            "GEN_EPOCHS": "1", "IMAGE_ARGS": "--epochs 1 --image-size 64",
-           "TRAIN_ARGS": "--valid-users 100"}
+           "TRAIN_ARGS": "--valid-users 100 --max-history 10 --d-model 64 --d-ff 256"}
     subprocess.run(["bash", str(repo / "examples" / "pipeline.sh"), str(data), str(w)], check=True, env=env,
                    capture_output=True)
     metrics = json.loads((w / "metrics.json").read_text())
