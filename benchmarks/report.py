@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+if str(ROOT) not in sys.path:  # scripts run as `python benchmarks/NAME.py` see benchmarks/, not the root
+    sys.path.insert(0, str(ROOT))
 
 
 def machine(device: str = "auto") -> str:
     """CPU model, core count, GPU (if used) and torch version."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from benchmarks._common import cpu_model
+
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and device != "cpu" else "no GPU"
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 

@@ -201,11 +201,11 @@ def quantize_rq_dino(output: Path, *, data: Path, n_levels: int = 3, codebook_si
         render(events, "quantize (rq-dino)", quiet=not dist.is_main())
         if dist.is_main():
             model.eval()
-            z = centre_pass(model, images, dev, what="teacher", description="image codes")
+            z = centre_pass(model, images, dev, what="teacher", description="image codes").to(dev)
             if config.refit_codebooks:
-                trained = code_statistics(model.teacher.rq.encode(z.to(dev)).cpu().numpy(), sizes)
-                model.refit_codebooks(z.to(dev), seed=seed)
-            codes = model.teacher.rq.encode(z.to(dev)).cpu().numpy()
+                trained = code_statistics(model.teacher.rq.encode(z).cpu().numpy(), sizes)
+                model.refit_codebooks(z, seed=seed)
+            codes = model.teacher.rq.encode(z).cpu().numpy()
             stats = code_statistics(codes, sizes)
             if config.refit_codebooks:
                 stats["before_refit"] = {k: trained[k] for k in ("collision_rate", "codebook_usage")}
