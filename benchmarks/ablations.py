@@ -100,6 +100,17 @@ def main() -> None:
         save()
 
     def save() -> None:
+        # Merge with what is on disk: two processes may fill one results file (e.g. one seed per core).
+        if results_path.exists():
+            on_disk = json.loads(results_path.read_text())
+            for variant, seeds in on_disk.get("runs", {}).items():
+                for seed, metrics in seeds.items():
+                    results["runs"].setdefault(variant, {}).setdefault(seed, metrics)
+            for name, seconds in on_disk.get("stage_seconds", {}).items():
+                times.setdefault(name, seconds)
+            for c in on_disk.get("commands", []):
+                if c not in results.setdefault("commands", []):
+                    results["commands"].append(c)
         results["machine"] = machine(args.device)
         if not args.report_only:  # every command that added runs, in order
             command = shlex.join([Path(sys.executable).name, *sys.argv])

@@ -44,7 +44,7 @@ def train(data: Path, codes_path: Path, output: Path, *, modalities: str | None 
           constraint: str = "trie", max_history: int = 20, d_model: int = 128, n_layers: int = 2,
           n_decoder_layers: int | None = None, n_heads: int = 4, d_ff: int = 512, dropout: float = 0.1,
           mask_prob: float = 0.1, dual_positions: bool = True, history_encoding: str = "items", epochs: int = 30, batch_size: int = 256,
-          lr: float = 2e-3, weight_decay: float = 0.01, patience: int = 3, valid_users: int = 2000,
+          lr: float = 2e-3, weight_decay: float = 0.01, patience: int = 5, valid_users: int = 10_000,
           beam_size: int = 20, device: str = "auto", seed: int = 0, force: bool = False,
           resume: bool = False) -> TrainResult:
     import torch
@@ -177,8 +177,9 @@ def train_cli(
     batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 256,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")] = 3,
-    valid_users: Annotated[int, typer.Option(help="Users (a seeded sample) validated after each epoch.")] = 2000,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")] = 5,
+    valid_users: Annotated[int, typer.Option(help="Users validated after each epoch (a seeded sample when there "
+                                                  "are more).")] = 10_000,
     beam_size: Annotated[int, typer.Option(help="Beam size for validation (and the default for evaluate).")] = 20,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
