@@ -74,18 +74,17 @@ def main() -> None:
     stages = list(dict.fromkeys([*times["before"][0], *times["after"][0]]))
     median = {side: {s: statistics.median(t[s] for t in runs if s in t) for s in stages if any(s in t for t in runs)}
               for side, runs in times.items()}
-    for side in median:
-        median[side]["total"] = sum(median[side].values())
+    for stage_times in median.values():
+        stage_times["total"] = sum(stage_times.values())
     lines = [f"### Before/after: {args.name}", "", stamp(args.device), "",
-             f"examples/pipeline.sh of each revision, `GEN_EPOCHS={args.gen_epochs} SASREC_EPOCHS={args.sasrec_epochs} "
-             f"SEED={args.seed}`, {args.repeats} run(s) each, alternating; median wall seconds per stage.", "",
+             (f"examples/pipeline.sh of each revision, `GEN_EPOCHS={args.gen_epochs} SASREC_EPOCHS={args.sasrec_epochs} "
+              f"SEED={args.seed}`, {args.repeats} run(s) each, alternating; median wall seconds per stage."), "",
              f"| stage | before ({trees['before'][0]}) | after ({trees['after'][0]}) | after / before |",
              "|---|---|---|---|"]
     for s in [*stages, "total"]:
         b, a = median["before"].get(s), median["after"].get(s)
         ratio = f"{a / b:.2f}" if a and b else "—"
-        cell = lambda v: f"{v:.1f}" if v is not None else "—"  # noqa: E731
-        lines.append(f"| {s} | {cell(b)} | {cell(a)} | {ratio} |")
+        lines.append(f"| {s} | {_cell(b)} | {_cell(a)} | {ratio} |")
     lines += ["", "Test N@10 of the capped runs (not a quality benchmark: epochs are capped): " + "; ".join(
         f"{side}: " + ", ".join(f"{model} {m['ndcg@10']:.4f}" for model, m in metrics[side].items())
         for side in ("before", "after")), ""]
@@ -94,6 +93,10 @@ def main() -> None:
     (ROOT / "benchmarks" / "results" / f"before-after-{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_section(f"before-after-{args.name}", "\n".join(lines))
     print("\n".join(lines))
+
+
+def _cell(seconds: float | None) -> str:
+    return f"{seconds:.1f}" if seconds is not None else "—"
 
 
 if __name__ == "__main__":

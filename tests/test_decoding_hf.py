@@ -136,7 +136,7 @@ def test_the_decoder_runs_only_for_beams_with_several_items_below(monkeypatch, c
 
 
 def test_single_marks_the_nodes_with_one_item_below():
-    model, tokens, collab, sizes = make_model("trie", collab_sizes=(4, 16, 16))
+    _, _, collab, sizes = make_model("trie", collab_sizes=(4, 16, 16))
     trie = CodeTrie(collab, sizes)
     for j in range(trie.depth):
         below = {}
