@@ -9,7 +9,8 @@ on both sides so that the times compare the same amount of work (early stopping 
 two at different epochs). The runs alternate (before, after, before, after, ...) so that drift in the
 machine's load hits both alike; the table gives each stage's median wall time and the ratio after/before.
 
-Writes benchmarks/results/before-after-NAME.json and the BENCHMARKS.md section `before-after-NAME`.
+Writes benchmarks/results/before-after-NAME.json and the BENCHMARKS.md section `before-after-NAME`. A run
+whose metrics exist in WORK is reused, so an interrupted benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def main() -> None:
     for r in range(args.repeats):
         for side, (sha, tree) in trees.items():
             out = args.work / f"{side}-{sha}-{r}"
-            print(f"{side} ({sha}), run {r + 1}/{args.repeats}", flush=True)
-            times[side].append(run_pipeline(tree, args.data, out, knobs))
+            if (out / "metrics.json").exists():  # a finished run of an interrupted benchmark
+                times[side].append(json.loads((out / "stage_seconds.json").read_text()))
+            else:
+                print(f"{side} ({sha}), run {r + 1}/{args.repeats}", flush=True)
+                times[side].append(run_pipeline(tree, args.data, out, knobs))
             metrics[side] = json.loads((out / "metrics.json").read_text())
 
     stages = list(dict.fromkeys([*times["before"][0], *times["after"][0]]))

@@ -106,42 +106,26 @@ def test_top_width_is_the_head_of_a_stable_descending_sort():
         assert torch.equal(index, expected_index[:, :width]) and torch.equal(values, expected_values[:, :width])
 
 
-@pytest.mark.parametrize("collab_sizes", [(16, 16), (4, 16, 16)])
-def test_the_decoder_runs_only_for_beams_with_several_items_below(monkeypatch, collab_sizes):
-    # 120 items: on 16 x 16 prefixes most last-level nodes hold one item; on 4 x 16 x 16 the middle level
-    # is mixed, so beams leave the model mid-search and the others keep decoding from the cache.
-    model, tokens, collab, sizes = make_model("trie", collab_sizes=collab_sizes)
+def test_last_level_runs_the_decoder_only_where_a_prefix_has_several_items(monkeypatch):
+    # 120 items on 16 x 16 prefixes: most last-level nodes hold one item (log-probability exactly 0)
+    model, tokens, collab, sizes = make_model("trie", collab_sizes=(16, 16))
     trie = CodeTrie(collab, sizes)
     history = tokens[torch.randint(0, 120, (5, 5), generator=torch.Generator().manual_seed(3))]
     calls = []
     step = IncrementalDecoder.step
 
-    def spy(self, tokens, rows=None, **kwargs):
-        calls.append((None if rows is None else len(rows), kwargs.get("keep", True)))
-        return step(self, tokens, rows, **kwargs)
+    def spy(self, tokens, rows=None):
+        calls.append(None if rows is None else len(rows))
+        return step(self, tokens, rows)
 
     monkeypatch.setattr(IncrementalDecoder, "step", spy)
     items, scores = beam_search(model, history, trie, 20)
-    assert calls[0] == (None, True) and len(calls) <= trie.depth
-    assert calls[-1][0] is not None and 0 < calls[-1][0] <= 5 * 20 // 4  # a few beams of the 5 x 20
-    if len(collab_sizes) == 3:
-        assert any(rows is not None and keep for rows, keep in calls[1:-1])  # a partial step that feeds the cache
-    # the reference: every level through the full batched step
-    monkeypatch.setattr(beam_module, "undecided_log_probs", lambda model, decoder, tokens, allowed, decided, level,
-                        last: model.level_log_probs(decoder.step(tokens).reshape(-1, model.config.d_model), level,
-                                                    allowed.reshape(-1, allowed.shape[-1])))
+    assert len(calls) == trie.depth and calls[:-1] == [None] * (trie.depth - 1)
+    assert calls[-1] is not None and 0 < calls[-1] <= 5 * 20 // 4  # a few beams of the 5 x 20
+    # the reference: the last level through the full batched step
+    monkeypatch.setattr(beam_module, "last_level_log_probs", lambda model, decoder, tokens, allowed, level:
+                        model.level_log_probs(decoder.step(tokens).reshape(-1, model.config.d_model), level,
+                                              allowed.reshape(-1, allowed.shape[-1])))
     ref_items, ref_scores = beam_search(model, history, trie, 20)
     assert torch.equal(items, ref_items)
     assert torch.allclose(scores, ref_scores, atol=1e-5)
-
-
-def test_single_marks_the_nodes_with_one_item_below():
-    _, _, collab, sizes = make_model("trie", collab_sizes=(4, 16, 16))
-    trie = CodeTrie(collab, sizes)
-    for j in range(trie.depth):
-        below = {}
-        nodes = trie.node_of[:, j].tolist()
-        for n in nodes:
-            below[n] = below.get(n, 0) + 1
-        expected = torch.tensor([below.get(n, 0) == 1 for n in range(trie.n_nodes[j])])
-        assert torch.equal(trie.single[j], expected)

@@ -5,9 +5,8 @@ Per batch of users: the encoder runs once per user; every decode step is one dec
 the (beam x codes) candidates (`top_width`: a stable sort's first `beam` entries without sorting the
 whole row). No Python loop over users or beams inside a step, and every returned sequence is a real
 item. Scores are the model's summed log-probabilities; equal scores are ordered by (beam rank, code),
-so results are deterministic. Under trie normalisation a step runs the decoder only for beams whose
-prefix still has more than one item below it: along a path with a single item every child is the only
-allowed one, with log-probability exactly 0, so such a beam's score is final.
+so results are deterministic. Under trie normalisation the last step runs the decoder only for beams
+whose prefix has more than one continuation (a single child has log-probability exactly 0).
 
 The incremental decoder reuses the T5 decoder's own weights but computes cross-attention with the
 beams of a user as queries against that user's encoder keys/values (computed once, never copied per
@@ -61,12 +60,11 @@ class IncrementalDecoder:
         """Keep the self-attention cache rows of the surviving beams: flat_index (B*K',) into (B*K)."""
         self.past = [[(k[flat_index], v[flat_index]) for k, v in layer] for layer in self.past]
 
-    def step(self, tokens: torch.Tensor, rows: torch.Tensor | None = None, *, keep: bool = True) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """tokens: (B, K) the last decoder input of every beam -> (B, K, C) output states (lm_head scale).
 
-        With `rows` (R,) flat indices into B*K: only those beams are computed -> (R, C). With `keep` their
-        keys/values join the cache (zeros for the other beams, which must never need the model again);
-        without, the cache is left as it was (for a last step).
+        With `rows` (R,) flat indices into B*K: only those beams are computed -> (R, C), and the cache
+        is left as it was (for a last step, where most beams need no model output).
         """
         B, K = tokens.shape
         flat = tokens.reshape(-1) if rows is None else tokens.reshape(-1)[rows]
@@ -88,9 +86,6 @@ class IncrementalDecoder:
             y = sum(p[..., j, None, None] * value for j, value in enumerate(values))  # (N, h, 1, d_kv)
             if rows is None:
                 self.past[i].append((k, v))
-            elif keep:
-                self.past[i].append((k.new_zeros(B * K, *k.shape[1:]).index_copy_(0, rows, k),
-                                     v.new_zeros(B * K, *v.shape[1:]).index_copy_(0, rows, v)))
             x = x + sa.SelfAttention.o(y.transpose(1, 2).reshape(N, 1, -1))
             ca = block.layer[1]
             h = ca.layer_norm(x)
@@ -103,9 +98,8 @@ class IncrementalDecoder:
                 y = F.scaled_dot_product_attention(q, ck[user], cv[user], attn_mask=cross_mask.to(q.dtype), scale=1.0)
             x = x + ca.EncDecAttention.o(y.transpose(1, 2).reshape(N, 1, -1))  # (N, 1, C)
             x = _feed_forward(block.layer[2], x)
-        if rows is None or keep:
-            self.steps += 1
         if rows is None:
+            self.steps += 1
             return (self.final_norm(x) * self.scale).view(B, K, -1)
         return (self.final_norm(x) * self.scale).view(N, -1)
 
@@ -137,25 +131,24 @@ def top_width(candidates: torch.Tensor, width: int) -> tuple[torch.Tensor, torch
     return values, index.gather(1, order)
 
 
-def undecided_log_probs(model: Generator, decoder: IncrementalDecoder, tokens: torch.Tensor, allowed: torch.Tensor,
-                        decided: torch.Tensor, level: int, *, last: bool) -> torch.Tensor:
-    """One level's log-probabilities under trie normalisation, running the model only for undecided beams.
+def last_level_log_probs(model: Generator, decoder: IncrementalDecoder, tokens: torch.Tensor, allowed: torch.Tensor,
+                         level: int) -> torch.Tensor:
+    """The last level's log-probabilities under trie normalisation, computing the model only where needed.
 
-    A beam is decided when its prefix has a single item below it: each of its remaining steps has one
-    allowed child, with log-probability exactly 0 whatever the model says, so it needs no model output
-    now or later (its cache rows stay zeros). Small catalogues and the collision level have many such
-    beams. When most beams are undecided the batched step over all of them is cheaper.
-    allowed: (B, K, size), decided: (B, K) -> (B*K, size).
+    Normalised over the allowed children, a node with a single child gives it log-probability exactly 0
+    whatever the model says; at the last level (usually the collision level, where most prefixes hold one
+    item) the decoder runs only for beams with two or more children, as no later step needs their cache.
+    allowed: (B, K, size) -> (B*K, size).
     """
     B, K, size = allowed.shape
     allowed = allowed.reshape(B * K, size)
-    rows = (~decided).reshape(-1).nonzero().squeeze(1)
-    if 4 * rows.numel() > 3 * B * K:
+    several = allowed.sum(dim=1) > 1  # (B*K,)
+    rows = several.nonzero().squeeze(1)
+    if 4 * rows.numel() > B * K:  # many beams need the model: the batched step is cheaper
         return model.level_log_probs(decoder.step(tokens).reshape(B * K, -1), level, allowed)
     logp = torch.zeros(B * K, size, device=allowed.device).masked_fill_(~allowed, float("-inf"))
-    if rows.numel():  # none now: none later either (a decided beam's children are decided)
-        hidden = decoder.step(tokens, rows, keep=not last)
-        logp[rows] = model.level_log_probs(hidden, level, allowed[rows]).to(logp.dtype)
+    if rows.numel():
+        logp[rows] = model.level_log_probs(decoder.step(tokens, rows), level, allowed[rows]).to(logp.dtype)
     return logp
 
 
@@ -177,9 +170,8 @@ def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_si
         K = nodes.shape[1]
         children = trie.children(level, nodes, as_long=False)  # (B, K, size) int32
         allowed = children >= 0
-        if model.config.constraint == "trie":
-            decided = trie.single[level][nodes.clamp(min=0)] | (nodes < 0)  # (B, K)
-            logp = undecided_log_probs(model, decoder, tokens, allowed, decided, level, last=level == trie.depth - 1)
+        if level == trie.depth - 1 and model.config.constraint == "trie":
+            logp = last_level_log_probs(model, decoder, tokens, allowed, level)
         else:
             hidden = decoder.step(tokens)  # (B, K, C)
             logp = model.level_log_probs(hidden.reshape(B * K, -1), level, allowed.reshape(B * K, -1))

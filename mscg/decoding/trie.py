@@ -12,8 +12,6 @@ Each level is stored in one of two layouts, chosen at build time:
 - CSR (`child_ptr[j]`, `child_code[j]`, `child_next[j]`): memory linear in the number of edges; used
   for sparse levels, e.g. a collision level made wide by a few large groups of identical items,
   where a dense table would be (distinct prefixes x largest group) entries.
-`single[j]` marks the depth-j nodes with exactly one item below: a search that normalises over the
-allowed children knows the rest of such a path without the model.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ class CodeTrie:
         prefix_node = np.zeros(len(items), dtype=np.int64)  # depth 0: everybody at the root
         n_nodes = 1
         self.n_nodes: list[int] = []
-        self.single: list[torch.Tensor] = []  # per depth: (n_nodes_j,) bool, exactly one item below the node
         self.next_node: list[torch.Tensor | None] = []
         self.child_ptr: list[torch.Tensor | None] = []
         self.child_code: list[torch.Tensor | None] = []
@@ -60,7 +57,6 @@ class CodeTrie:
                 assert len(edge_key) < 2 or bool((np.diff(edge_key) > 0).all()), "full codes must be unique"
             edge_node, edge_code = edge_key // size, edge_key % size
             self.n_nodes.append(n_nodes)
-            self.single.append(torch.from_numpy(np.bincount(prefix_node, minlength=n_nodes) == 1))
             entries = n_nodes * size
             if entries * 4 <= dense_max_bytes or entries <= dense_ratio * len(edge_key):
                 table = np.full((n_nodes, size), -1, dtype=np.int32)
@@ -90,7 +86,6 @@ class CodeTrie:
         move = lambda ts: [t.to(device) if t is not None else None for t in ts]  # noqa: E731
         self.next_node, self.child_ptr = move(self.next_node), move(self.child_ptr)
         self.child_code, self.child_next = move(self.child_code), move(self.child_next)
-        self.single = move(self.single)
         self.node_of = self.node_of.to(device)
         return self
 
@@ -126,5 +121,5 @@ class CodeTrie:
         return out
 
     def memory_bytes(self) -> int:
-        tensors = [*self.next_node, *self.child_ptr, *self.child_code, *self.child_next, *self.single, self.node_of]
+        tensors = [*self.next_node, *self.child_ptr, *self.child_code, *self.child_next, self.node_of]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
