@@ -8,7 +8,7 @@ same codes and seed; every model is then evaluated on the validation split and o
 marks the setting with the best validation NDCG@10: that is the one to adopt. Test columns are there to
 read, not to choose by (choosing on them would make the reported test figure optimistic).
 
-Writes benchmarks/results/NAME.json and NAME.md and the BENCHMARKS.md section `sweep-NAME`. A model whose
+Writes benchmarks/results/NAME.json and NAME.md and the BENCHMARKS.md section NAME. A model whose
 directory exists in WORK is reused, so an interrupted sweep continues where it stopped, and several sweeps
 of one NAME may run side by side (e.g. one per core).
 """
@@ -82,15 +82,15 @@ def main() -> None:
 
     table = markdown(results)
     results_path.with_suffix(".md").write_text(table)
-    write_section(f"sweep-{args.name}", f"### Generator settings: {args.name}\n\n{table}")
+    write_section(args.name, f"### Generator settings: {args.name}\n\n{table}")
     print(table)
 
 
 def markdown(results: dict) -> str:
     runs = results["runs"]
     chosen = max(runs, key=lambda label: runs[label]["valid"]["ndcg@10"])
-    lines = [f"One seed per setting; {results['machine']}; {results['date']}. Chosen on validation NDCG@10 "
-             "(**bold**); the test columns are for reading, not for choosing.", "",
+    lines = [(f"One seed per setting; {results['machine']}; {results['date']}. Chosen on validation NDCG@10 "
+              "(**bold**); the test columns are for reading, not for choosing."), "",
              "| setting | flags | valid R@10 | valid N@10 | test R@10 | test N@10 | best epoch / run | train s |",
              "|---|---|---|---|---|---|---|---|"]
     for label, r in runs.items():
