@@ -175,14 +175,14 @@ def main() -> None:
                  [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag, *dev])
             codes[kind] = path
         evaluate_run(step, mscg, data, s / "sasrec", s / "eval_sasrec.json", dev, f"seed {seed}: evaluate sasrec")
-        record(results, "sasrec", seed, s / "eval_sasrec.json")
+        record(results, "sasrec", seed, s / "eval_sasrec.json", s / "sasrec")
         for v in variants:
             _, flags, kind = VARIANTS[v]
             step(f"seed {seed}: train {v}", s / v,
                  [*mscg, "train", "-d", data, "--codes", codes[kind], "-o", s / v, *flags, *seed_flag, *dev,
                   *shlex.split(args.train_args)])
             evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
-            record(results, v, seed, s / f"eval_{v}.json")
+            record(results, v, seed, s / f"eval_{v}.json", s / v)
         save()
 
     variants = [v for v in variants if v in results["runs"]]
@@ -205,12 +205,17 @@ def evaluate_run(step, mscg, data, model, output, dev, name) -> None:
     step(name, output, [*mscg, "evaluate", model, "-d", data, "-o", output, *dev])
 
 
-def record(results: dict, variant: str, seed: int, path: Path) -> None:
+def record(results: dict, variant: str, seed: int, path: Path, model: Path) -> None:
+    """Test metrics of one run, plus the validation NDCG@10 and epoch its training chose (from the model's meta)."""
     if not path.exists():  # --report-only, and this run was not made
         return
     metrics = json.loads(path.read_text())
-    results["runs"].setdefault(variant, {})[str(seed)] = {
-        k: metrics[k] for k in (*METRICS, "users", "eval_seconds") if k in metrics}
+    run = {k: metrics[k] for k in (*METRICS, "users", "eval_seconds") if k in metrics}
+    training = json.loads((model / "meta.json").read_text()).get("training", {})
+    if "best_valid_metric" in training:
+        run["valid_ndcg@10"] = round(training["best_valid_metric"], 6)
+        run["best_epoch"] = training["best_epoch"]
+    results["runs"].setdefault(variant, {})[str(seed)] = run
 
 
 def summary(results: dict, variant: str) -> dict[str, tuple[float, float, int]]:
@@ -224,12 +229,20 @@ def summary(results: dict, variant: str) -> dict[str, tuple[float, float, int]]:
 
 def markdown(results: dict, variants: list[str]) -> str:
     lines = [f"Test split, mean ± sd over seeds; {results['machine']}; {results['date']}. "
-             f"Image codes: {results.get('image_codes', 'none')}.", "",
-             "| variant | R@5 | R@10 | N@5 | N@10 | seeds |", "|---|---|---|---|---|---|"]
+             f"Image codes: {results.get('image_codes', 'none')}. Valid N@10: the validation NDCG@10 at the "
+             "epoch training kept (chosen on it, so optimistic), over the seeds that recorded it; epochs: the kept "
+             "epochs, by seed.", "",
+             "| variant | R@5 | R@10 | N@5 | N@10 | seeds | valid N@10 | epochs |", "|---|---|---|---|---|---|---|---|"]
     for v in variants:
         s = summary(results, v)
         cells = [f"{m:.4f} ± {sd:.4f}" for m, sd, _ in (s[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"))]
-        lines.append(f"| {v} | {' | '.join(cells)} | {s['recall@10'][2]} |")
+        by_seed = sorted(results["runs"].get(v, {}).items(), key=lambda item: int(item[0]))
+        runs = [r for _, r in by_seed if "valid_ndcg@10" in r]
+        valid = [r["valid_ndcg@10"] for r in runs]
+        valid_cell = (f"{statistics.mean(valid):.4f} ± {statistics.stdev(valid) if len(valid) > 1 else 0:.4f}"
+                      f" ({len(valid)})" if valid else "—")
+        epochs = ", ".join(str(r["best_epoch"]) for r in runs) or "—"
+        lines.append(f"| {v} | {' | '.join(cells)} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",
               "Commands: " + "; ".join(f"`{c}`" for c in results.get("commands") or [results.get("command", "")]), ""]
     return "\n".join(lines)

@@ -8,7 +8,10 @@ The same trained generator is decoded by
       same encoder states,
 for every beam size B and batch size, on the same users. Both timings include the encoder. Reported:
 users/s of each, the speed-up, and top-K agreement (fraction of users whose top-K lists are identical,
-as ordered lists and as sets, and mean overlap@K), plus the largest score difference.
+as ordered lists and as sets, and mean overlap@K), plus the largest score difference. The work behind
+the speed-up: floating-point operations per user of each (torch's FlopCounterMode: matmuls and
+attention), the rate each achieves, and, for scale, the rate of a plain matmul of the decoder's
+feed-forward shape on the same device.
 
 HF beam search ranks by log_softmax over the *full* vocabulary; mscg normalises as the model was trained
 (`config.constraint`). For an apples-to-apples comparison the model is decoded with constraint "off"
@@ -88,6 +91,31 @@ def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int):
     return rec.model, rec.history_tokens, rec.trie, histories, ds, rec
 
 
+def flop_per_user(fn, batch: torch.Tensor) -> float:
+    """Floating-point operations per user of one call, as torch's FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(batch)
+    return counter.get_total_flops() / batch.shape[0]
+
+
+def matmul_rate(model, device: torch.device, rows: int = 5120, repeat: int = 20) -> float:
+    """GFLOP/s of a (rows, d_model) @ (d_model, d_ff) matmul, the decoder's feed-forward shape at
+    batch 256 x beam 20: what this device sustains on the decoder's largest dense operation."""
+    a = torch.randn(rows, model.config.d_model, device=device)
+    b = torch.randn(model.config.d_model, model.config.d_ff, device=device)
+    best = float("inf")
+    for _ in range(3):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return round(repeat * 2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9, 1)
+
+
 def run(args) -> dict:
     from mscg.decoding.beam import beam_search
 
@@ -138,6 +166,8 @@ def run(args) -> dict:
                 model.config.constraint = "off"
                 mscg_out, mscg_s = timed(lambda b: beam_search(model, b, trie, beam))
                 row["mscg_off_users_per_s"] = round(n_users / mscg_s, 1)
+                row["mscg_off_mflop_per_user"] = round(flop_per_user(lambda b: beam_search(model, b, trie, beam),
+                                                                     batches[0]) / 1e6, 2)
                 model.config.constraint = native
                 if native != "off":
                     _, own_s = timed(lambda b: beam_search(model, b, trie, beam))
@@ -145,8 +175,10 @@ def run(args) -> dict:
                 if not args.no_hf:
                     model.config.constraint = "off"
                     hf_out, hf_s = timed(lambda b: hf_beam_search(model, b, trie, beam, prefixes))
-                    model.config.constraint = native
                     row["hf_users_per_s"] = round(n_users / hf_s, 1)
+                    row["hf_mflop_per_user"] = round(flop_per_user(
+                        lambda b: hf_beam_search(model, b, trie, beam, prefixes), batches[0]) / 1e6, 2)
+                    model.config.constraint = native
                     row["speedup"] = round(hf_s / mscg_s, 1)
                     ours = torch.cat([o[0].cpu() for o in mscg_out]), torch.cat([o[1].cpu() for o in mscg_out])
                     theirs = torch.cat([o[0].cpu() for o in hf_out]), torch.cat([o[1].cpu() for o in hf_out])
@@ -159,7 +191,8 @@ def run(args) -> dict:
             print(f"beam {beam:3d} batch {batch_size:4d}: " + ", ".join(f"{k} {v}" for k, v in row.items()
                                                                        if k not in ("beam", "batch_size")),
                   file=sys.stderr, flush=True)
-    result = {"benchmark": "decoding", "machine": machine(device), "source": source, "k": k_eval, "rows": rows}
+    result = {"benchmark": "decoding", "machine": machine(device), "source": source, "k": k_eval, "rows": rows,
+              "matmul_gflop_per_s": matmul_rate(model, device)}
     if args.eval_users:
         result["evaluation"] = evaluation_throughput(rec, ds, histories, history_tokens, model, trie, args, device)
     return result
@@ -192,6 +225,11 @@ def evaluation_throughput(rec, ds, histories, history_tokens, model, trie, args,
             "projected_seconds_22000_users": round(22000 / per_s, 1)}
 
 
+def _share(x: float) -> str:
+    """A fraction as a percentage that never rounds a near miss up to 100%."""
+    return "100%" if x == 1 else f"{min(x * 100, 99.9):.1f}%"
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"Decoding: mscg vs HF generate — {result['source']['model']} "
@@ -206,6 +244,8 @@ def markdown(result: dict) -> str:
     has_hf = any("hf_users_per_s" in r for r in result["rows"])
     if has_hf:
         head += ["HF users/s", "speed-up", f"identical top-{k}", f"overlap@{k}", "identical top-B", "max Δscore"]
+    if any("hf_mflop_per_user" in r for r in result["rows"]):  # results written before the FLOP count lack it
+        head += ["MFLOP/user mscg / HF", "GFLOP/s mscg / HF"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
         cells = [r["beam"], r["batch_size"], r["users"], r["mscg_off_users_per_s"]]
@@ -213,9 +253,17 @@ def markdown(result: dict) -> str:
             cells.append(r[f"mscg_{native}_users_per_s"])
         if "hf_users_per_s" in r:
             a, b = r[f"agreement@{k}"], r[f"agreement@{r['beam']}"]
-            cells += [r["hf_users_per_s"], f"{r['speedup']}x", f"{a['identical_lists']:.0%}", f"{a['overlap']:.3f}",
-                      f"{b['identical_lists']:.0%}", f"{r['max_score_diff']:.1e}"]
+            cells += [r["hf_users_per_s"], f"{r['speedup']}x", _share(a["identical_lists"]), f"{a['overlap']:.3f}",
+                      _share(b["identical_lists"]), f"{r['max_score_diff']:.1e}"]
+            if "hf_mflop_per_user" in r:
+                mscg_rate = r["mscg_off_mflop_per_user"] * r["mscg_off_users_per_s"] / 1e3
+                hf_rate = r["hf_mflop_per_user"] * r["hf_users_per_s"] / 1e3
+                cells += [f"{r['mscg_off_mflop_per_user']:.1f} / {r['hf_mflop_per_user']:.1f}",
+                          f"{mscg_rate:.1f} / {hf_rate:.1f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if "matmul_gflop_per_s" in result:
+        lines += ["", f"For scale: a (5120, d_model) @ (d_model, d_ff) matmul, the decoder's feed-forward at batch "
+                      f"256 x beam 20, runs at {result['matmul_gflop_per_s']} GFLOP/s on this device and thread count."]
     if "evaluation" in result:
         e = result["evaluation"]
         lines += ["", f"Evaluation path (beam {e['beam']}, batch {e['batch_size']}, constraint {e['constraint']}): "
