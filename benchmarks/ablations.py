@@ -218,13 +218,14 @@ def record(results: dict, variant: str, seed: int, path: Path, model: Path) -> N
     results["runs"].setdefault(variant, {})[str(seed)] = run
 
 
+def mean_sd(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample sd (0 for one value), count)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
 def summary(results: dict, variant: str) -> dict[str, tuple[float, float, int]]:
     runs = list(results["runs"].get(variant, {}).values())
-    out = {}
-    for k in METRICS:
-        values = [r[k] for r in runs]
-        out[k] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
-    return out
+    return {k: mean_sd([r[k] for r in runs]) for k in METRICS}
 
 
 def markdown(results: dict, variants: list[str]) -> str:
@@ -238,9 +239,7 @@ def markdown(results: dict, variants: list[str]) -> str:
         cells = [f"{m:.4f} ± {sd:.4f}" for m, sd, _ in (s[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"))]
         by_seed = sorted(results["runs"].get(v, {}).items(), key=lambda item: int(item[0]))
         runs = [r for _, r in by_seed if "valid_ndcg@10" in r]
-        valid = [r["valid_ndcg@10"] for r in runs]
-        valid_cell = (f"{statistics.mean(valid):.4f} ± {statistics.stdev(valid) if len(valid) > 1 else 0:.4f}"
-                      f" ({len(valid)})" if valid else "—")
+        valid_cell = "{:.4f} ± {:.4f} ({})".format(*mean_sd([r["valid_ndcg@10"] for r in runs])) if runs else "—"
         epochs = ", ".join(str(r["best_epoch"]) for r in runs) or "—"
         lines.append(f"| {v} | {' | '.join(cells)} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",

@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (agreement, hf_beam_search, machine, machine_line, prefix_table, publish,  # noqa: E402
-                                quiet_transformers, sync)
+                                quiet_transformers, sync, timed)
 
 
 def synthetic_model(n_items: int, seed: int, constraint: str):
@@ -100,20 +100,16 @@ def flop_per_user(fn, batch: torch.Tensor) -> float:
     return counter.get_total_flops() / batch.shape[0]
 
 
-def matmul_rate(model, device: torch.device, rows: int = 5120, repeat: int = 20) -> float:
-    """GFLOP/s of a (rows, d_model) @ (d_model, d_ff) matmul, the decoder's feed-forward shape at
-    batch 256 x beam 20: what this device sustains on the decoder's largest dense operation."""
-    a = torch.randn(rows, model.config.d_model, device=device)
+FEED_FORWARD_ROWS = 256 * 20  # decoder rows of one step at batch 256 x beam 20
+
+
+def matmul_rate(model, device: torch.device, repeat: int = 20) -> float:
+    """GFLOP/s of a (FEED_FORWARD_ROWS, d_model) @ (d_model, d_ff) matmul, the decoder's feed-forward shape:
+    what this device sustains on the decoder's largest dense operation."""
+    a = torch.randn(FEED_FORWARD_ROWS, model.config.d_model, device=device)
     b = torch.randn(model.config.d_model, model.config.d_ff, device=device)
-    best = float("inf")
-    for _ in range(3):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(repeat):
-            a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return round(repeat * 2 * a.shape[0] * a.shape[1] * b.shape[1] / best / 1e9, 1)
+    _, seconds = timed(lambda: [a @ b for _ in range(repeat)], device, repeat=3)
+    return round(repeat * 2 * a.shape[0] * a.shape[1] * b.shape[1] / seconds / 1e9, 1)
 
 
 def run(args) -> dict:
@@ -149,7 +145,7 @@ def run(args) -> dict:
             batches = [history_tokens(users[s:s + batch_size]).to(device) for s in range(0, n_users, batch_size)]
             row = {"beam": beam, "batch_size": batch_size, "users": n_users}
 
-            def timed(fn) -> tuple[list, float]:
+            def timed_batches(fn) -> tuple[list, float]:
                 fn(batches[0])  # warm-up: first-call allocations and lazy initialisation stay out of the timing
                 outs, best = None, float("inf")
                 for _ in range(args.repeat):
@@ -161,20 +157,20 @@ def run(args) -> dict:
                 return outs, best
 
             with torch.no_grad():
-                _, enc_s = timed(lambda b: model.encode(b))
+                _, enc_s = timed_batches(lambda b: model.encode(b))
                 row["encoder_users_per_s"] = round(n_users / enc_s, 1)
                 model.config.constraint = "off"
-                mscg_out, mscg_s = timed(lambda b: beam_search(model, b, trie, beam))
+                mscg_out, mscg_s = timed_batches(lambda b: beam_search(model, b, trie, beam))
                 row["mscg_off_users_per_s"] = round(n_users / mscg_s, 1)
                 row["mscg_off_mflop_per_user"] = round(flop_per_user(lambda b: beam_search(model, b, trie, beam),
                                                                      batches[0]) / 1e6, 2)
                 model.config.constraint = native
                 if native != "off":
-                    _, own_s = timed(lambda b: beam_search(model, b, trie, beam))
+                    _, own_s = timed_batches(lambda b: beam_search(model, b, trie, beam))
                     row[f"mscg_{native}_users_per_s"] = round(n_users / own_s, 1)
                 if not args.no_hf:
                     model.config.constraint = "off"
-                    hf_out, hf_s = timed(lambda b: hf_beam_search(model, b, trie, beam, prefixes))
+                    hf_out, hf_s = timed_batches(lambda b: hf_beam_search(model, b, trie, beam, prefixes))
                     row["hf_users_per_s"] = round(n_users / hf_s, 1)
                     row["hf_mflop_per_user"] = round(flop_per_user(
                         lambda b: hf_beam_search(model, b, trie, beam, prefixes), batches[0]) / 1e6, 2)
@@ -262,8 +258,9 @@ def markdown(result: dict) -> str:
                           f"{mscg_rate:.1f} / {hf_rate:.1f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     if "matmul_gflop_per_s" in result:
-        lines += ["", f"For scale: a (5120, d_model) @ (d_model, d_ff) matmul, the decoder's feed-forward at batch "
-                      f"256 x beam 20, runs at {result['matmul_gflop_per_s']} GFLOP/s on this device and thread count."]
+        lines += ["", f"For scale: a ({FEED_FORWARD_ROWS}, d_model) @ (d_model, d_ff) matmul, the decoder's "
+                      f"feed-forward at batch 256 x beam 20, runs at {result['matmul_gflop_per_s']} GFLOP/s on this "
+                      "device and thread count."]
     if "evaluation" in result:
         e = result["evaluation"]
         lines += ["", f"Evaluation path (beam {e['beam']}, batch {e['batch_size']}, constraint {e['constraint']}): "
