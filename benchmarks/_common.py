@@ -163,7 +163,7 @@ def prefix_table(model, trie) -> dict[tuple[int, ...], list[int]]:
         offset = model.level_offsets[level]
         next_codes: dict[int, tuple[int, ...]] = {}
         nodes = np.array(sorted(node_codes), dtype=np.int64)
-        children = trie.children(level, torch.from_numpy(nodes)).numpy()  # (n, size)
+        children = trie.children(level, torch.from_numpy(nodes).to(trie.node_of.device)).cpu().numpy()  # (n, size)
         for row, node in enumerate(nodes.tolist()):
             prefix = node_codes[node]
             codes = np.flatnonzero(children[row] >= 0)
@@ -209,7 +209,7 @@ def hf_beam_search(model, history: torch.Tensor, trie, beam_size: int, prefixes:
         )
     seqs = out.sequences[:, 1:1 + trie.depth].reshape(B, beam_size, -1)  # (B, beam, D) vocabulary ids
     scores = out.sequences_scores.reshape(B, beam_size).float()
-    node = torch.zeros(B, beam_size, dtype=torch.long)
+    node = torch.zeros(B, beam_size, dtype=torch.long, device=seqs.device)
     for level in range(trie.depth):
         code = seqs[..., level] - model.level_offsets[level]
         ok = (node >= 0) & (code >= 0) & (code < trie.sizes[level])

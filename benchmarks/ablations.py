@@ -111,14 +111,16 @@ def main() -> None:
             for c in on_disk.get("commands", []):
                 if c not in results.setdefault("commands", []):
                     results["commands"].append(c)
-        results["machine"] = machine(args.device)
+        if not args.report_only or "machine" not in results:  # a report keeps the machine the runs were made on
+            results["machine"] = machine(args.device)
         if not args.report_only:  # every command that added runs, in order
             command = shlex.join([Path(sys.executable).name, *sys.argv])
             commands = results.setdefault("commands", [])
             for c in (results.pop("command", None), command):
                 if c and c not in commands:
                     commands.append(c)
-        results["date"] = datetime.date.today().isoformat()
+        if not args.report_only or "date" not in results:
+            results["date"] = datetime.date.today().isoformat()
         results_path.write_text(json.dumps(results, indent=2) + "\n")
 
     has_pixels = '"image"' in (data / "items.jsonl").read_text()
@@ -259,7 +261,8 @@ def codes_table(seed_dir: Path, results: dict) -> str:
             usage = "/".join(f"{u:.0%}" for u in s.get("codebook_usage", []))
             lines.append(f"| {codes.name.removeprefix('codes_')} | {m['name']} | {m['items_with_modality']:,} | "
                          f"{usage} of {m['n_levels']} x {m['codebook_sizes'][0]} | {s.get('collision_rate', 0):.1%} |")
-    lines += ["", "Wall time of each step (seconds, one process each, shared CPU):", "", "| step | seconds |",
+    lines += ["", "Wall time of each step (seconds, one process each; several ran side by side on one machine):", "",
+              "| step | seconds |",
               "|---|---|"]
     lines += [f"| {name} | {seconds:.0f} |" for name, seconds in results.get("stage_seconds", {}).items()]
     return "\n".join(lines) + "\n"

@@ -663,6 +663,7 @@ def test_quantize_flags(pipe, tmp_path, flags, needle):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--weight-decay", "-1"], "--weight-decay must be a number >= 0"),
     (["--lr", "0"], "--lr must be a positive number"),
+    (["--precision", "fp16"], "--precision 'fp16' must be one of: bf16, fp32"),
 ])
 def test_collab_flags(tmp_path, data, flags, needle):
     out = tmp_path / "out"
@@ -676,6 +677,7 @@ def test_collab_flags(tmp_path, data, flags, needle):
     (["--d-ff", "0"], "--d-ff"),
     (["--n-decoder-layers", "0"], "--n-decoder-layers"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--precision", "half"], "--precision 'half' must be one of: bf16, fp32"),
 ])
 def test_train_flags(pipe, tmp_path, flags, needle):
     out = tmp_path / "gen"

@@ -151,6 +151,7 @@ def test_train_under_torchrun_matches_a_single_process_run(codes_dir):
     assert not [p.name for p in w.iterdir() if p.name.startswith(".")]
     meta = json.loads((w / "gen_2" / "meta.json").read_text())
     assert meta["training"]["epochs_run"] >= 1 and meta["training"]["best_epoch"] is not None
+    assert meta["training"]["precision"] == "fp32"  # the CPU trains in fp32 whatever --precision says
     metrics = {}
     for name in ("gen_1", "gen_2"):
         mscg("evaluate", w / name, "-d", data, "-o", w / f"eval_{name}.json")

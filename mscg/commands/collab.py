@@ -10,8 +10,8 @@ import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, report_split,
-                                   user_errors)
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
+                                   report_split, user_errors)
 from mscg.console import info
 from mscg.data.split import Split, dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
@@ -45,7 +45,8 @@ def validation_sums(recommender, split: Split, users: range, batch_size: int = 5
 
 def collab(data: Path, output: Path, *, model_out: Path | None = None, max_history: int = 50, d_model: int = 64,
            n_layers: int = 2, n_heads: int = 2, dropout: float = 0.2, epochs: int = 200, batch_size: int = 128,
-           lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 10, device: str = "auto", seed: int = 0,
+           lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 10, device: str = "auto",
+           precision: str = "fp32", seed: int = 0,
            force: bool = False, resume: bool = False) -> CollabResult:
     import torch
 
@@ -66,7 +67,7 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
     if not 0 <= dropout < 1:
         raise UsageError(f"--dropout {dropout} must be in [0, 1)")
     loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                      seed=seed)
+                      seed=seed, precision=precision)
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path]  # never write into DATA
@@ -133,6 +134,7 @@ def collab_cli(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
     patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")] = 10,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
@@ -152,7 +154,8 @@ def collab_cli(
     """
     r = collab(data, output, model_out=model_out, max_history=max_history, d_model=d_model, n_layers=n_layers,
                n_heads=n_heads, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-               weight_decay=weight_decay, patience=patience, device=device, seed=seed, force=force, resume=resume)
+               weight_decay=weight_decay, patience=patience, device=device, precision=precision, seed=seed,
+               force=force, resume=resume)
     from mscg.training import distributed as dist
 
     if dist.is_main():

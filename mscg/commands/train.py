@@ -11,8 +11,8 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, report_split,
-                                   user_errors)
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
+                                   report_split, user_errors)
 from mscg.console import info
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
@@ -45,8 +45,8 @@ def train(data: Path, codes_path: Path, output: Path, *, modalities: str | None 
           n_decoder_layers: int | None = None, n_heads: int = 4, d_ff: int = 512, dropout: float = 0.1,
           mask_prob: float = 0.1, dual_positions: bool = True, history_encoding: str = "items", epochs: int = 30, batch_size: int = 256,
           lr: float = 2e-3, weight_decay: float = 0.01, patience: int = 5, valid_users: int = 10_000,
-          beam_size: int = 20, device: str = "auto", seed: int = 0, force: bool = False,
-          resume: bool = False) -> TrainResult:
+          beam_size: int = 20, device: str = "auto", precision: str = "fp32", seed: int = 0,
+          force: bool = False, resume: bool = False) -> TrainResult:
     import torch
 
     from mscg.artifacts.codes import load_codes
@@ -77,7 +77,7 @@ def train(data: Path, codes_path: Path, output: Path, *, modalities: str | None 
     if beam_size < 10:
         raise UsageError("--beam-size must be at least 10: early stopping watches validation NDCG@10")
     loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                      seed=seed)
+                      seed=seed, precision=precision)
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path, codes_path]  # never write into DATA
@@ -182,6 +182,7 @@ def train_cli(
                                                   "are more).")] = 10_000,
     beam_size: Annotated[int, typer.Option(help="Beam size for validation (and the default for evaluate).")] = 20,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
@@ -202,7 +203,8 @@ def train_cli(
               max_history=max_history, d_model=d_model, n_layers=n_layers, n_decoder_layers=n_decoder_layers,
               n_heads=n_heads, d_ff=d_ff, dropout=dropout, mask_prob=mask_prob, dual_positions=dual_positions,
               history_encoding=history_encoding, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-              valid_users=valid_users, beam_size=beam_size, device=device, seed=seed, force=force, resume=resume)
+              valid_users=valid_users, beam_size=beam_size, device=device, precision=precision, seed=seed, force=force,
+              resume=resume)
     from mscg.training import distributed as dist
 
     if dist.is_main():

@@ -29,6 +29,7 @@ from mscg.errors import DataError, UsageError
 from mscg.training import distributed as dist
 
 RESUME_FILE = "resume.pt"
+PRECISIONS = ("bf16", "fp32")
 
 
 class BatchSource(Protocol):
@@ -48,6 +49,7 @@ class LoopConfig:
     patience: int = 5  # epochs without a better validation metric before stopping
     grad_clip: float = 1.0
     seed: int = 0
+    precision: str = "bf16"  # on CUDA: "bf16" (autocast) or "fp32" (train/collab pass fp32); the CPU always uses fp32
     # also checkpointed at every epoch end; MSCG_CHECKPOINT_SECONDS overrides the default
     checkpoint_seconds: float = field(default_factory=lambda: _env_seconds("MSCG_CHECKPOINT_SECONDS", 300.0))
 
@@ -61,6 +63,8 @@ class LoopConfig:
             raise UsageError("--weight-decay must be a number >= 0")
         if self.patience < 1:
             raise UsageError("--patience must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision {self.precision!r} must be one of: {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -84,13 +88,14 @@ class LoopResult:
     epochs_run: int = 0
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    precision: str = "fp32"  # the arithmetic training ran in
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """What a model directory records about its training."""
         return {"best_epoch": self.best_epoch, "best_valid_metric": self.best_metric, "epochs_run": self.epochs_run,
                 "seconds": round(self.seconds, 2), "samples_per_second": round(self.samples_per_second, 1),
-                "history": self.history}
+                "precision": self.precision, "history": self.history}
 
 
 def train_loop(
@@ -125,7 +130,9 @@ def train_loop(
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _nullcontext()
+    bf16 = device.type == "cuda" and config.precision == "bf16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else _nullcontext()
+    result.precision = "bf16" if bf16 else "fp32"
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
              "bad_epochs": 0, "history": []}
