@@ -127,3 +127,37 @@ def test_help_is_honest():
         assert command in out
     for command in ("embed", "collab", "quantize", "assign-codes", "train", "evaluate", "recommend"):
         assert "Example" in mscg(command, "--help")
+
+
+def test_evaluate_by_popularity_keeps_the_metrics_and_splits_them(pipeline: Path, data_dir: Path, tmp_path: Path):
+    for name in ("sasrec", "generator"):
+        mscg("evaluate", pipeline / name, "-d", data_dir, "-o", tmp_path / f"{name}.json")
+        out = mscg("evaluate", pipeline / name, "-d", data_dir, "--by-popularity", "-o", tmp_path / f"{name}_pop.json")
+        assert "by target popularity" in out and "already in the user's history" in out
+        plain = json.loads((tmp_path / f"{name}.json").read_text())
+        split = json.loads((tmp_path / f"{name}_pop.json").read_text())
+        for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
+            assert split[k] == plain[k]  # the breakdown does not change how the model is scored
+        groups = split["by_target_popularity"]
+        assert [g["group"] for g in groups] == ["popular", "middle", "rare"]
+        assert sum(g["users"] for g in groups) == split["users"] == 60
+        # the groups partition the users: their weighted recall is the overall recall
+        assert abs(sum(g["recall@10"] * g["users"] for g in groups) / 60 - split["recall@10"]) < 1e-5
+        assert groups[0]["target_train_count"][0] >= groups[1]["target_train_count"][1]
+        assert 0 <= split["history_share@10"] <= 1 and split["recommended_train_count@10"] > 0
+
+
+def test_evaluate_can_leave_out_the_history(pipeline: Path, data_dir: Path, tmp_path: Path):
+    for name in ("sasrec", "generator"):
+        mscg("evaluate", pipeline / name, "-d", data_dir, "--by-popularity", "-o", tmp_path / f"{name}.json")
+        out = mscg("evaluate", pipeline / name, "-d", data_dir, "--by-popularity", "--exclude-history",
+                   "-o", tmp_path / f"{name}_fresh.json")
+        assert "history items excluded" in out
+        plain = json.loads((tmp_path / f"{name}.json").read_text())
+        fresh = json.loads((tmp_path / f"{name}_fresh.json").read_text())
+        assert fresh["exclude_history"] is True and plain["exclude_history"] is False
+        # only a target that repeats a history item can still be in the list: at most one per user
+        assert fresh["history_share@10"] < plain["history_share@10"]
+        # leaving items out can only move a target up
+        for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
+            assert fresh[k] >= plain[k]

@@ -27,10 +27,12 @@ class EvalResult:
 
 def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: str = "test",
              beam_size: int | None = None, ks: tuple[int, ...] = (5, 10), batch_size: int = 256,
-             device: str = "auto", output: Path | None = None, force: bool = False) -> EvalResult:
+             device: str = "auto", output: Path | None = None, force: bool = False,
+             by_popularity: bool = False, exclude_history: bool = False) -> EvalResult:
     import torch
 
     from mscg.metrics import add_sums, means, metric_sums
+    from mscg.popularity import PopularityBreakdown, train_counts
     from mscg.recommenders import load_recommender
     from mscg.training.distributed import resolve_device
 
@@ -53,6 +55,7 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
     report_split(ds.split)
     users = range(len(ds.split))
     total: dict[str, float] = {}
+    breakdown = PopularityBreakdown(train_counts(ds.split, len(ds.catalogue)), max(ks)) if by_popularity else None
     started = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(f"evaluate ({split})", total=len(users), status="")
@@ -60,17 +63,25 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
             chunk = users[start:start + batch_size]
             histories = [ds.split.history(u, split) for u in chunk]
             targets = torch.tensor([ds.split.target(u, split) for u in chunk])
-            add_sums(total, metric_sums(recommender.rank(histories, targets), ks))
+            if breakdown is None and not exclude_history:
+                ranks = recommender.rank(histories, targets)
+            else:
+                ranks, top = ranks_and_lists(recommender, histories, targets, max(ks), exclude_history)
+                if breakdown is not None:
+                    breakdown.add(ranks, targets, top, histories)
+            add_sums(total, metric_sums(ranks, ks))
             bar.advance(task, len(chunk))
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: round(v, 6) for k, v in means(total).items()}
     metrics.update({
         "users": int(total["count"]), "eval_seconds": round(seconds, 3), "split": split,
         "model": str(Path(model_path).resolve()), "model_type": recommender.kind, "device": str(dev),
-        "bytes_per_item": recommender.memory_bytes_per_item(),
+        "bytes_per_item": recommender.memory_bytes_per_item(), "exclude_history": exclude_history,
     })
     if depth is not None:
         metrics["beam_size"] = depth
+    if breakdown is not None:
+        metrics.update(breakdown.summary(ks))
     if output is not None:
         record = {"model": model_path, "items": ds.items_path, "interactions": ds.interactions_path}
         if codes is not None:
@@ -78,6 +89,36 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         metrics["provenance"] = provenance(record, None)
         write_text_atomic(output, json.dumps(metrics, indent=2) + "\n", force=force, inputs=inputs)
     return EvalResult(metrics)
+
+
+def ranks_and_lists(recommender, histories, targets, k: int, exclude_history: bool):
+    """(ranks (B,), top lists (B, >=k), -1 = empty slot) of one batch, history items other than the target left
+    out when `exclude_history`. SASRec ranks among all remaining items; a generator within its beam, whose
+    list may then hold fewer than k items (a larger --beam-size fills it)."""
+    import torch
+
+    from mscg.metrics import ranks_from_lists, ranks_from_scores
+
+    def seen(row: int) -> torch.Tensor:  # the user's history items, the target excepted
+        history = torch.as_tensor(histories[row], dtype=torch.long)
+        return history[history != targets[row]]
+
+    beam = getattr(recommender, "beam_size", None)
+    if beam is None:  # scores over the whole catalogue
+        scores = recommender.scores(histories).cpu()
+        if exclude_history:
+            for row in range(len(histories)):
+                scores[row, seen(row)] = float("-inf")
+        top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        return ranks_from_scores(scores, targets), top
+    top, _ = recommender.top_k(histories, beam)
+    if exclude_history:
+        kept = torch.full_like(top, -1)
+        for row in range(len(histories)):
+            items = top[row][(top[row] >= 0) & ~torch.isin(top[row], seen(row))]
+            kept[row, :len(items)] = items
+        top = kept
+    return ranks_from_lists(top, targets), top
 
 
 def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
@@ -94,6 +135,25 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
         table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in keys), f"{m.get('users', 0):,}",
                       f"{m.get('eval_seconds', 0):.1f}",
                       f"{m['bytes_per_item']:g}" if "bytes_per_item" in m else "-")
+    return table
+
+
+def popularity_table(metrics: dict[str, Any]) -> Table:
+    """Metrics per target-popularity group, and what the top-K lists hold."""
+    k = next(key for key in metrics if key.startswith("recommended_train_count@")).split("@")[1]
+    table = Table(title="by target popularity (occurrences in training)",
+                  caption=f"top-{k} lists: mean popularity {metrics[f'recommended_train_count@{k}']:g} (targets "
+                          f"{metrics['target_train_count_mean']:g}); {metrics[f'history_share@{k}']:.1%} of the "
+                          "items are already in the user's history")
+    table.add_column("group")
+    table.add_column("users", justify="right")
+    table.add_column("target count", justify="right")
+    for name in (f"recall@{k}", f"ndcg@{k}"):
+        table.add_column(name.replace("recall", "R").replace("ndcg", "N"), justify="right")
+    for g in metrics["by_target_popularity"]:
+        low, high = g["target_train_count"]
+        table.add_row(g["group"], f"{g['users']:,}", f"{low:,}–{high:,}", f"{g[f'recall@{k}']:.4f}",
+                      f"{g[f'ndcg@{k}']:.4f}")
     return table
 
 
@@ -118,6 +178,14 @@ def evaluate_cli(
     beam_size: Annotated[int | None, typer.Option(help="Beam size of the generator (default: as trained).")] = None,
     ks: Annotated[str, typer.Option(help="Cut-offs K for Recall@K and NDCG@K.")] = "5,10",
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
+    by_popularity: Annotated[bool, typer.Option(
+        "--by-popularity", help="Also report the metrics for users grouped by how popular (in training) their "
+                                "target is, the mean popularity of the recommended items, and the share of "
+                                "recommendations already in the user's history.")] = False,
+    exclude_history: Annotated[bool, typer.Option(
+        "--exclude-history", help="Rank only items the user has not interacted with (the target always stays). "
+                                  "A generator drops them from its beam, which may leave fewer than K items: "
+                                  "raise --beam-size.")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -129,11 +197,15 @@ def evaluate_cli(
 
       mscg evaluate work/generator -d data/ml-100k -o work/eval_mscgrec.json
 
-      mscg evaluate work/sasrec -d data/ml-100k --split valid
+      mscg evaluate work/sasrec -d data/ml-100k --split valid --by-popularity
     """
     r = evaluate(model, data, codes=codes, split=split, beam_size=beam_size, ks=parse_ks(ks), batch_size=batch_size,
-                 device=device, output=output, force=force)
-    Console().print(metrics_table({model.name: r.metrics}, f"{split} split"))
+                 device=device, output=output, force=force, by_popularity=by_popularity,
+                 exclude_history=exclude_history)
+    title = f"{split} split" + (", history items excluded" if exclude_history else "")
+    Console().print(metrics_table({model.name: r.metrics}, title))
+    if by_popularity:
+        Console().print(popularity_table(r.metrics))
     info(memory_line(r.metrics))
     if output is not None:
         info(f"wrote {output}")

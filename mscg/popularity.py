@@ -1,0 +1,78 @@
+"""Popularity breakdown of a leave-one-out evaluation (`mscg evaluate --by-popularity`).
+
+Popularity of an item = how often it occurs in the training split (the part of each sequence before
+the validation and test items). Users are grouped by the popularity of their target item into three
+groups of (nearly) equal size — popular, middle, rare — and Recall@K / NDCG@K are reported per group.
+For the top-K lists themselves: the mean popularity of the recommended items (average recommendation
+popularity), the share of list slots that hold an item already in the user's history, and the share of
+slots filled at all (a generator's beam, with history items left out, may hold fewer than K items).
+
+A model that leans on popularity does well on popular targets and looks better on a split whose
+targets are more popular; these numbers make that visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mscg.data.split import Split
+from mscg.metrics import means, metric_sums
+
+GROUPS = ("popular", "middle", "rare")
+
+
+def train_counts(split: Split, n_items: int) -> np.ndarray:
+    """(n_items,) occurrences of each item in the training split."""
+    train = [split.train_sequence(u) for u in range(len(split))]
+    return np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items)
+
+
+class PopularityBreakdown:
+    """Collects per-user ranks, targets and top-K lists batch by batch; `summary()` gives the breakdown."""
+
+    def __init__(self, counts: np.ndarray, k: int):
+        self.counts = counts
+        self.k = k
+        self.ranks: list[torch.Tensor] = []
+        self.targets: list[np.ndarray] = []
+        self.list_popularity: list[np.ndarray] = []  # per user: mean count of the top-K items
+        self.in_history: list[np.ndarray] = []  # per user: top-K slots holding a history item
+        self.filled: list[np.ndarray] = []  # per user: top-K slots holding an item (beams may run short)
+
+    def add(self, ranks: torch.Tensor, targets: torch.Tensor, top: torch.Tensor,
+            histories: Sequence[np.ndarray]) -> None:
+        """ranks (B,), targets (B,), top (B, >=K) item indices best first (-1 = empty slot), histories: B arrays."""
+        top = top[:, :self.k].numpy()
+        valid = top >= 0  # (B, K)
+        pop = np.where(valid, self.counts[np.clip(top, 0, None)], 0)  # (B, K)
+        self.list_popularity.append(pop.sum(1) / np.maximum(valid.sum(1), 1))
+        self.in_history.append(np.array([np.isin(row[ok], h).sum() for row, ok, h in zip(top, valid, histories)]))
+        self.filled.append(valid.sum(1))
+        self.ranks.append(ranks.cpu())
+        self.targets.append(targets.numpy())
+
+    def summary(self, ks: tuple[int, ...]) -> dict:
+        ranks = torch.cat(self.ranks)
+        targets = np.concatenate(self.targets)
+        target_counts = self.counts[targets]
+        # stable: equal counts keep user order, so the groups are deterministic
+        order = np.argsort(-target_counts, kind="stable")
+        groups = []
+        for name, members in zip(GROUPS, np.array_split(order, len(GROUPS))):
+            if len(members) == 0:
+                continue
+            group = {"group": name, "users": int(len(members)),
+                     "target_train_count": [int(target_counts[members].min()), int(target_counts[members].max())]}
+            group.update({m: round(v, 6) for m, v in means(metric_sums(ranks[members], ks)).items()})
+            groups.append(group)
+        filled = np.concatenate(self.filled).sum()
+        return {
+            "by_target_popularity": groups,
+            "target_train_count_mean": round(float(target_counts.mean()), 3),
+            f"recommended_train_count@{self.k}": round(float(np.concatenate(self.list_popularity).mean()), 3),
+            f"history_share@{self.k}": round(float(np.concatenate(self.in_history).sum() / max(filled, 1)), 6),
+            f"list_fill@{self.k}": round(float(filled / (len(targets) * self.k)), 6),  # < 1: beams ran short
+        }

@@ -1,0 +1,76 @@
+"""`evaluate --by-popularity`: groups, list popularity and history share against hand-computed values."""
+
+import math
+
+import numpy as np
+import torch
+
+from mscg.data.split import Split
+from mscg.popularity import PopularityBreakdown, train_counts
+
+
+def test_train_counts_use_the_training_part_only():
+    split = Split(user_ids=["a", "b"], sequences=[np.array([0, 1, 2, 3]), np.array([1, 1, 4])], dropped_users=0)
+    # training parts: [0, 1] and [1]; the validation/test items (2, 3, 1, 4) are not counted
+    assert train_counts(split, 5).tolist() == [1, 2, 0, 0, 0]
+
+
+def test_breakdown_against_hand_computed_values():
+    counts = np.array([50, 10, 10, 3, 0, 7])
+    b = PopularityBreakdown(counts, k=2)
+    # 6 users; targets' counts 50, 10, 0, 3, 7, 10 -> popular {u0, u1}, middle {u5, u4}, rare {u3, u2}
+    targets = torch.tensor([0, 1, 4, 3, 5, 2])
+    ranks = torch.tensor([1, 3, 2, 1, 2, 1])
+    top = torch.tensor([[0, 1], [0, 2], [0, 4], [3, -1], [1, 5], [2, 0]])
+    histories = [np.array([1]), np.array([5]), np.array([0, 3]), np.array([3]), np.array([2]), np.array([4])]
+    b.add(ranks[:4], targets[:4], top[:4], histories[:4])  # two batches, as evaluate feeds it
+    b.add(ranks[4:], targets[4:], top[4:], histories[4:])
+    s = b.summary(ks=(1, 2))
+    groups = {g["group"]: g for g in s["by_target_popularity"]}
+    assert [g["group"] for g in s["by_target_popularity"]] == ["popular", "middle", "rare"]
+    assert groups["popular"]["target_train_count"] == [10, 50] and groups["popular"]["users"] == 2
+    assert groups["popular"]["recall@1"] == 0.5 and groups["popular"]["recall@2"] == 0.5  # ranks 1, 3
+    assert groups["middle"]["recall@1"] == 0.5 and groups["middle"]["recall@2"] == 1.0  # u5 rank 1, u4 rank 2
+    assert math.isclose(groups["rare"]["ndcg@2"], (1 + 1 / math.log2(3)) / 2, abs_tol=1e-6)  # u3 rank 1, u2 rank 2
+    assert s["target_train_count_mean"] == round(80 / 6, 3)
+    # list means per user: 30, 30, 25, 3 (one slot empty), 8.5, 30
+    assert s["recommended_train_count@2"] == round((30 + 30 + 25 + 3 + 8.5 + 30) / 6, 3)
+    # slots in the user's history: u0 {1}, u2 {0}, u3 {3} of 11 filled slots
+    assert s["history_share@2"] == round(3 / 11, 6)
+    assert s["list_fill@2"] == round(11 / 12, 6)
+
+
+class _Scorer:  # SASRec-like: scores every item
+    def __init__(self, scores):
+        self._scores = torch.tensor(scores)
+
+    def scores(self, histories):
+        return self._scores.clone()
+
+
+class _Beam:  # generator-like: a beam of items, best first
+    beam_size = 4
+
+    def __init__(self, top):
+        self._top = torch.tensor(top)
+
+    def top_k(self, histories, k):
+        return self._top.clone(), torch.zeros(self._top.shape)
+
+
+def test_exclude_history_ranks_among_unseen_items_and_keeps_the_target():
+    from mscg.commands.evaluate import ranks_and_lists
+
+    histories = [np.array([0, 1]), np.array([2, 3])]
+    targets = torch.tensor([3, 2])  # user 1's target is also in its history: it stays
+    scorer = _Scorer([[0.9, 0.8, 0.1, 0.5, 0.7], [0.1, 0.2, 0.6, 0.9, 0.8]])
+    ranks, top = ranks_and_lists(scorer, histories, targets, 2, exclude_history=False)
+    assert ranks.tolist() == [4, 3] and top.tolist() == [[0, 1], [3, 4]]
+    ranks, top = ranks_and_lists(scorer, histories, targets, 2, exclude_history=True)
+    assert ranks.tolist() == [2, 2] and top.tolist() == [[4, 3], [4, 2]]
+
+    beam = _Beam([[0, 4, 3, 1], [3, 2, -1, -1]])
+    ranks, top = ranks_and_lists(beam, histories, targets, 2, exclude_history=False)
+    assert ranks.tolist() == [3, 2]
+    ranks, top = ranks_and_lists(beam, histories, targets, 2, exclude_history=True)
+    assert ranks.tolist() == [2, 1] and top.tolist() == [[4, 3, -1, -1], [2, -1, -1, -1]]
