@@ -75,11 +75,11 @@ def synthetic_model(n_items: int, seed: int, constraint: str):
     return model, history_tokens, trie, histories
 
 
-def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int):
+def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int, device: torch.device):
     from mscg.data.split import load_dataset
     from mscg.recommenders import load_recommender
 
-    rec = load_recommender(model_dir, torch.device("cpu"), beam_size=20, codes_path=codes)
+    rec = load_recommender(model_dir, device, beam_size=20, codes_path=codes)
     ds = load_dataset(data)
     if rec.item_ids != ds.catalogue.item_ids:
         sys.exit(f"{model_dir} was trained on another catalogue than {data}")
@@ -88,7 +88,7 @@ def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int):
     def histories(n: int) -> list[np.ndarray]:
         return [ds.split.history(int(u), "test") for u in order[:n]]
 
-    return rec.model, rec.history_tokens, rec.trie, histories, ds
+    return rec.model, rec.history_tokens, rec.trie, histories, ds, rec
 
 
 def flop_per_user(fn, batch: torch.Tensor) -> float:
@@ -121,11 +121,12 @@ def run(args) -> dict:
     if args.model is not None:
         if args.data is None:
             sys.exit("--model needs --data (the dataset whose test histories are decoded)")
-        model, history_tokens, trie, histories, ds = trained_model(args.model, args.data, args.codes, args.seed)
+        model, history_tokens, trie, histories, ds, rec = trained_model(args.model, args.data, args.codes, args.seed,
+                                                                        device)
         source = {"model": str(args.model), "data": str(args.data), "items": trie.n_items}
     else:
         model, history_tokens, trie, histories = synthetic_model(args.items, args.seed, "trie")
-        ds = None
+        ds = rec = None
         source = {"model": "random-init generator (default `mscg train` architecture) on synthetic codes",
                   "items": args.items}
     model = model.to(device).eval()
@@ -190,23 +191,21 @@ def run(args) -> dict:
     result = {"benchmark": "decoding", "machine": machine(device), "source": source, "k": k_eval, "rows": rows,
               "matmul_gflop_per_s": matmul_rate(model, device)}
     if args.eval_users:
-        result["evaluation"] = evaluation_throughput(ds, histories, history_tokens, model, trie, args, device)
+        result["evaluation"] = evaluation_throughput(rec, ds, histories, history_tokens, model, trie, args, device)
     return result
 
 
-def evaluation_throughput(ds, histories, history_tokens, model, trie, args, device) -> dict:
+def evaluation_throughput(rec, ds, histories, history_tokens, model, trie, args, device) -> dict:
     """Users/s of the evaluation path at beam 20 and batch 256, and the projected time for 22,000 users.
 
-    With a trained model this is `mscg evaluate`'s own path (GeneratorRecommender.rank on the device: tokenise,
-    beam search under bf16 autocast on CUDA, rank the target) on the test histories; asking for more users than
-    the dataset has cycles through its users, so 22,000 users can be timed on a smaller dataset."""
+    With a trained model this is `mscg evaluate`'s own path (`rec.rank`, the GeneratorRecommender loaded on the
+    device: tokenise, beam search under bf16 autocast on CUDA, rank the target) on the test histories; asking for
+    more users than the dataset has cycles through its users, so 22,000 users can be timed on a smaller dataset."""
     from mscg.decoding.beam import beam_search
     from mscg.metrics import ranks_from_lists
-    from mscg.recommenders import load_recommender
 
     n = args.eval_users
     if ds is not None:
-        rec = load_recommender(args.model, device, beam_size=20, codes_path=args.codes)
         order = np.resize(np.random.default_rng(args.seed).permutation(len(ds.split)), n)
         users = [ds.split.history(int(u), "test") for u in order]
         targets = torch.tensor([ds.split.target(int(u), "test") for u in order])
