@@ -29,9 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
+
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
-# name -> (description, train flags, which image codes: "dino" | "features" | None)
+# name -> (description, train flags, which image codes: "dino" | "features" | None); the collab codes come from
+# the seed's SASRec, except for the variants in TEXT_STARTED_COLLAB
 VARIANTS = {
     "mscgrec": ("MSCGRec: text+image+collab in, collab out, trie-constrained", [], "dino"),
     "tiger": ("TIGER-style: text codes in, text codes out, unconstrained",
@@ -47,7 +49,12 @@ VARIANTS = {
     "image_only_features": ("image codes in and out (features + rq-kmeans)",
                             ["--modalities", "image", "--decode", "image"], "features"),
     "mscgrec_image_features": ("MSCGRec with features + rq-kmeans image codes", [], "features"),
+    "mscgrec_text_started_collab": ("MSCGRec, collab codes from a SASRec whose item table starts from the text "
+                                    "embeddings (`collab --init-embeddings`)", [], "dino"),
 }
+# Variants whose collab codes come from `mscg collab --init-embeddings WORK/emb_text`; that SASRec is scored
+# too, as sasrec_text_started.
+TEXT_STARTED_COLLAB = {"mscgrec_text_started_collab"}
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -160,6 +167,15 @@ def main() -> None:
         step(f"seed {seed}: quantize collab", s / "q_collab",
              [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab", "-o", s / "q_collab",
               *seed_flag])
+        text_started = any(v in TEXT_STARTED_COLLAB for v in variants)
+        if text_started:
+            step(f"seed {seed}: collab (text-started)", s / "sasrec_text_started",
+                 [*mscg, "collab", "-d", data, "-o", s / "emb_collab_text_started", "--model-out",
+                  s / "sasrec_text_started", "--init-embeddings", work / "emb_text", *seed_flag, *dev,
+                  *shlex.split(args.collab_args)])
+            step(f"seed {seed}: quantize collab (text-started)", s / "q_collab_text_started",
+                 [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab_text_started", "-o",
+                  s / "q_collab_text_started", *seed_flag])
         if has_images:
             step(f"seed {seed}: quantize image features", s / "q_image_features",
                  [*mscg, "quantize", "--modality", "image", "--embeddings", work / "emb_image", "-o",
@@ -167,37 +183,44 @@ def main() -> None:
             image_quantizers["features"] = s / "q_image_features"
             if not has_pixels:
                 image_quantizers["dino"] = image_quantizers["features"]  # the only image codes there are
-        codes: dict[str | None, Path] = {}
-        for kind in {VARIANTS[v][2] for v in variants}:
-            path = s / f"codes_{kind or 'no_image'}"
-            quantizers = ["-q", s / "q_text", "-q", s / "q_collab"]
+        codes: dict[tuple[str | None, bool], Path] = {}
+        for kind, started in {(VARIANTS[v][2], v in TEXT_STARTED_COLLAB) for v in variants}:
+            path = s / (f"codes_{kind or 'no_image'}" + ("_text_started_collab" if started else ""))
+            quantizers = ["-q", s / "q_text", "-q", s / ("q_collab_text_started" if started else "q_collab")]
             if kind is not None:
                 quantizers += ["-q", image_quantizers[kind]]
-            step(f"seed {seed}: assign-codes ({kind or 'no image'})", path,
-                 [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag, *dev])
-            codes[kind] = path
-        evaluate_run(step, mscg, data, s / "sasrec", s / "eval_sasrec.json", dev, f"seed {seed}: evaluate sasrec")
-        record(results, "sasrec", seed, s / "eval_sasrec.json", s / "sasrec")
+            step(f"seed {seed}: assign-codes ({kind or 'no image'}{', text-started collab' if started else ''})",
+                 path, [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag,
+                        *dev])
+            codes[kind, started] = path
+        for baseline in ("sasrec", "sasrec_text_started") if text_started else ("sasrec",):
+            evaluate_run(step, mscg, data, s / baseline, s / f"eval_{baseline}.json", dev,
+                         f"seed {seed}: evaluate {baseline}")
+            record(results, baseline, seed, s / f"eval_{baseline}.json", s / baseline)
         for v in variants:
             _, flags, kind = VARIANTS[v]
             step(f"seed {seed}: train {v}", s / v,
-                 [*mscg, "train", "-d", data, "--codes", codes[kind], "-o", s / v, *flags, *seed_flag, *dev,
-                  *shlex.split(args.train_args)])
+                 [*mscg, "train", "-d", data, "--codes", codes[kind, v in TEXT_STARTED_COLLAB], "-o", s / v, *flags,
+                  *seed_flag, *dev, *shlex.split(args.train_args)])
             evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
             record(results, v, seed, s / f"eval_{v}.json", s / v)
         save()
 
+    baselines = ["sasrec"] + (["sasrec_text_started"] if "sasrec_text_started" in results["runs"] else [])
     variants = [v for v in variants if v in results["runs"]]
-    results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage", **{v: VARIANTS[v][0] for v in variants}}
+    results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage",
+                           "sasrec_text_started": "SASRec whose item table starts from the text embeddings "
+                                                  "(PCA to its width)",
+                           **{v: VARIANTS[v][0] for v in variants}}
     if not has_pixels:  # the image codes of every variant come from the features
         results["variants"] = {v: d.replace("(RQ-DINO)", "(imported features + rq-kmeans)")
                                for v, d in results["variants"].items()}
     results["image_codes"] = ("RQ-DINO on the item images (features + rq-kmeans where the variant says so)"
                               if has_pixels else "rq-kmeans on the imported image features" if has_images else "none")
     save()
-    table = markdown(results, ["sasrec", *variants]) + "\n" + codes_table(work / f"seed{args.seeds[0]}", results)
+    table = markdown(results, [*baselines, *variants]) + "\n" + codes_table(work / f"seed{args.seeds[0]}", results)
     (out_dir / f"{args.name}.md").write_text(table)
-    chart(results, ["sasrec", *variants], out_dir / f"{args.name}.png", args.name)
+    chart(results, [*baselines, *variants], out_dir / f"{args.name}.png", args.name)
     write_section(f"ablations-{args.name}", f"### Baselines and ablations: {args.name}\n\n{table}\n"
                   f"![{args.name}](benchmarks/results/{args.name}.png)\n")
     print(table)

@@ -198,6 +198,16 @@ def test_jsonl_lone_surrogate_escape(data, tmp_path):
     assert_refused(embed(data, tmp_path / "out"), 1, "items.jsonl line 2", "surrogate", output=tmp_path / "out")
 
 
+def test_collab_init_embeddings_of_another_catalogue(data, tmp_path):
+    from mscg.artifacts.embeddings import Embeddings, save_embeddings
+
+    other = tmp_path / "emb_other"
+    other.mkdir()
+    save_embeddings(other, Embeddings("text", ["x0", "x1", "x2"], torch.randn(3, 8)), source={}, provenance={})
+    assert_refused(collab(data, tmp_path / "out", "--init-embeddings", other), 1, "emb_other",
+                   "cover 0 of the dataset's 40 items", output=tmp_path / "out")
+
+
 # ---- missing, empty files --------------------------------------------------------------------------
 
 def test_missing_items_file(data, tmp_path):
@@ -869,3 +879,10 @@ def test_ctrl_c_with_force_keeps_the_old_output(pipe, tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not partial_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes"]
+
+
+def test_wrong_artifact_kind_reads_as_english(tmp_path):
+    pipe = build_tiny_pipeline(tmp_path, generator=False, sasrec=False)
+    assert_refused(invoke("collab", "-d", pipe.data, "-o", tmp_path / "out", "--init-embeddings", pipe.q_text,
+                          *TINY_SASREC), 1, "is a quantizer directory, but an embeddings directory is expected",
+                   output=tmp_path / "out")

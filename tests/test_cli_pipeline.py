@@ -161,3 +161,30 @@ def test_evaluate_can_leave_out_the_history(pipeline: Path, data_dir: Path, tmp_
         # leaving items out can only move a target up
         for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
             assert fresh[k] >= plain[k]
+
+
+def test_collab_starts_from_another_modality(data_dir: Path, pipeline: Path, tmp_path: Path):
+    """--init-embeddings: after a short run the item table still carries the text geometry; without it, not."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mscg.artifacts.embeddings import load_embeddings
+    from mscg.commands.collab import content_start
+
+    short = ["--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--epochs", "1", "--max-history", "10"]
+    mscg("collab", "-d", data_dir, "-o", tmp_path / "init", "--init-embeddings", pipeline / "emb_text", *short)
+    mscg("collab", "-d", data_dir, "-o", tmp_path / "plain", *short)
+    meta = json.loads((tmp_path / "init" / "meta.json").read_text())
+    assert meta["source"]["init"] == "text" and meta["provenance"]["inputs"]["init_embeddings"]["sha256"]
+    assert json.loads((tmp_path / "plain" / "meta.json").read_text())["source"]["init"] == "random"
+
+    text = load_embeddings(pipeline / "emb_text")
+    start, known = content_start(text, meta["item_ids"], 16, 0)
+    assert bool(known.all())
+
+    def agreement(name: str) -> float:  # mean cosine between each trained row and its text start
+        table = load_file(str(tmp_path / name / "embeddings.safetensors"))["embeddings"]
+        return torch.nn.functional.cosine_similarity(table, start).mean().item()
+
+    assert agreement("init") > 0.8
+    assert abs(agreement("plain")) < 0.3

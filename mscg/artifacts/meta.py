@@ -77,6 +77,11 @@ def read_json(path: Path, what: str) -> Any:
         raise DataError(f"{path} is not valid JSON ({e}); re-create it with the stage that made it") from None
 
 
+def with_article(word: str) -> str:
+    """'an embeddings', 'a codes'."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def read_meta(path: Path, kind: str, flag: str) -> dict[str, Any]:
     """Open an artifact directory and check it is of `kind` and of a schema this mscg reads."""
     path = Path(path)
@@ -84,12 +89,14 @@ def read_meta(path: Path, kind: str, flag: str) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"{flag} {path} does not exist; make it with {producer}")
     if not path.is_dir():
-        raise DataError(f"{flag} {path} is a file, but a {kind} directory is expected; make one with {producer}")
+        raise DataError(f"{flag} {path} is a file, but {with_article(kind)} directory is expected; "
+                        f"make one with {producer}")
     meta = read_json(path / META_FILE, f"{path} is not an mscg {kind} directory; make one with {producer}")
     found = meta.get("kind") if isinstance(meta, dict) else None
     if found != kind:
-        found_text = f"a {found} directory" if isinstance(found, str) else "not an mscg artifact"
-        raise DataError(f"{flag} {path} is {found_text}, but a {kind} directory is expected; make one with {producer}")
+        found_text = f"{with_article(found)} directory" if isinstance(found, str) else "not an mscg artifact"
+        raise DataError(f"{flag} {path} is {found_text}, but {with_article(kind)} directory is expected; "
+                        f"make one with {producer}")
     version = meta.get("schema_version")
     if not isinstance(version, int):
         raise DataError(f"{path}/{META_FILE} has no integer schema_version; re-create it with {producer}")

@@ -43,14 +43,40 @@ def validation_sums(recommender, split: Split, users: range, batch_size: int = 5
     return total
 
 
+def content_start(emb, item_ids: list[str], d_model: int, seed: int):
+    """Another modality's embeddings as SASRec's starting item table.
+
+    Returns (vectors (N, d_model), known (N,) bool): the artifact's rows for the catalogue's items,
+    reduced to d_model dimensions by PCA (fitted on those rows; fewer components leave the last
+    columns zero); items the artifact lacks are not known and keep a random start.
+    """
+    import numpy as np
+    import torch
+    from sklearn.decomposition import PCA
+
+    row_of = emb.row_of()
+    rows = [row_of.get(i, -1) for i in item_ids]
+    known = torch.tensor([r >= 0 for r in rows], dtype=torch.bool)
+    if int(known.sum()) < 2:
+        raise DataError(f"{emb.path}: the embeddings cover {int(known.sum())} of the dataset's {len(item_ids)} "
+                        "items; --init-embeddings needs embeddings of the same catalogue (item ids as in "
+                        "items.jsonl)")
+    source = emb.vectors[[r for r in rows if r >= 0]].double().numpy()  # (n_known, D)
+    n_components = min(d_model, source.shape[0], source.shape[1])
+    reduced = PCA(n_components=n_components, random_state=seed).fit_transform(source)  # (n_known, n_components)
+    vectors = torch.zeros(len(item_ids), d_model)
+    vectors[known, :n_components] = torch.from_numpy(reduced.astype(np.float32))
+    return vectors, known
+
+
 def collab(data: Path, output: Path, *, model_out: Path | None = None, max_history: int = 50, d_model: int = 64,
            n_layers: int = 2, n_heads: int = 2, dropout: float = 0.2, epochs: int = 200, batch_size: int = 128,
            lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 10, device: str = "auto",
-           precision: str = "fp32", seed: int = 0,
+           precision: str = "fp32", seed: int = 0, init_embeddings: Path | None = None,
            force: bool = False, resume: bool = False) -> CollabResult:
     import torch
 
-    from mscg.artifacts.embeddings import Embeddings, save_embeddings
+    from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.data.samples import SASRecWindows
     from mscg.models.sasrec import SASRec, SASRecConfig
@@ -71,10 +97,13 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path]  # never write into DATA
+    if init_embeddings is not None:
+        inputs.append(Path(init_embeddings))
     if dist.is_main():
         for out in (output, model_out):
             if out is not None:
                 check_output(out, force=force, inputs=inputs)  # fail before the slow part
+    start = load_embeddings(init_embeddings, "--init-embeddings") if init_embeddings is not None else None
     ds = load_dataset(data)
     if dist.is_main():
         report_split(ds.split)
@@ -87,6 +116,12 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
                           n_heads=n_heads, dropout=dropout)
     torch.manual_seed(seed)
     model = SASRec(config)
+    if start is not None:
+        vectors, known = content_start(start, ds.catalogue.item_ids, d_model, seed)
+        model.init_item_table(vectors, known)
+        if dist.is_main():
+            info(f"item table starts from {init_embeddings} ({start.modality}, {start.dim}-d -> {d_model}-d by "
+                 f"PCA) for {int(known.sum()):,} of {len(known):,} items")
     recommender = SASRecRecommender(model, ds.catalogue.item_ids, dev, {})
 
     def validate(core: SASRec) -> dict:
@@ -94,7 +129,10 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
         return validation_sums(recommender, ds.split, dist.shard(len(ds.split)))
 
     result = LoopResult()
-    prov = provenance({"items": items_path, "interactions": interactions_path}, seed)
+    prov_inputs = {"items": items_path, "interactions": interactions_path}
+    if start is not None:
+        prov_inputs["init_embeddings"] = Path(init_embeddings)
+    prov = provenance(prov_inputs, seed)
     fingerprint = {"model": config.to_json(), "inputs": prov["inputs"]}
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
@@ -105,7 +143,9 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
             (tmp / RESUME_FILE).unlink(missing_ok=True)
             save_embeddings(tmp, Embeddings("collab", ds.catalogue.item_ids, model.item_table().detach().cpu()),
                             source={"encoder": "SASRec item embeddings", "split": "train",
-                                    "best_epoch": result.best_epoch}, provenance=prov)
+                                    "best_epoch": result.best_epoch,
+                                    "init": start.modality if start is not None else "random"},
+                            provenance=prov)
             if model_out is not None:
                 with AtomicDir(model_out, force=force, inputs=inputs) as mtmp:
                     save_model_dir(mtmp, "model", model, config.to_json(), item_ids=ds.catalogue.item_ids,
@@ -135,6 +175,9 @@ def collab_cli(
     patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")] = 10,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
+    init_embeddings: Annotated[Path | None, typer.Option(
+        help="Start SASRec's item table from these embeddings (e.g. the text modality, PCA to --d-model) "
+             "instead of noise, so rarely seen items keep content-like vectors and codes.")] = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
@@ -155,7 +198,7 @@ def collab_cli(
     r = collab(data, output, model_out=model_out, max_history=max_history, d_model=d_model, n_layers=n_layers,
                n_heads=n_heads, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
                weight_decay=weight_decay, patience=patience, device=device, precision=precision, seed=seed,
-               force=force, resume=resume)
+               init_embeddings=init_embeddings, force=force, resume=resume)
     from mscg.training import distributed as dist
 
     if dist.is_main():

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PAD_ITEM = 0  # item index i is stored as i + 1; 0 pads the left of short histories
+INIT_STD = 0.02
 
 
 @dataclass
@@ -65,8 +66,8 @@ class SASRec(nn.Module):
         self.blocks = nn.ModuleList(CausalBlock(config.d_model, config.n_heads, config.dropout)
                                     for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        nn.init.normal_(self.item_emb.weight, std=INIT_STD)
+        nn.init.normal_(self.pos_emb.weight, std=INIT_STD)
         with torch.no_grad():
             self.item_emb.weight[PAD_ITEM].zero_()
 
@@ -83,6 +84,17 @@ class SASRec(nn.Module):
         for block in self.blocks:
             x = block(x, allowed)
         return self.ln_f(x)
+
+    @torch.no_grad()
+    def init_item_table(self, vectors: torch.Tensor, known: torch.Tensor) -> None:
+        """Start the item table from content vectors instead of noise.
+
+        vectors: (n_items, C) already projected to the model width; known: (n_items,) bool, rows to
+        take (the others keep their random start). Rows are rescaled so that their root mean square
+        matches the random initialisation's std, so training dynamics stay those of the default.
+        """
+        rms = vectors[known].pow(2).mean().sqrt().clamp_min(1e-12)
+        self.item_emb.weight[1:][known] = vectors[known] * (INIT_STD / rms)
 
     def item_table(self) -> torch.Tensor:
         """(n_items, C): the item embeddings that score candidates (the collaborative modality)."""
