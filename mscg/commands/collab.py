@@ -177,7 +177,7 @@ def collab_cli(
     precision: PrecisionOpt = "fp32",
     init_embeddings: Annotated[Path | None, typer.Option(
         help="Start SASRec's item table from these embeddings (e.g. the text modality, PCA to --d-model) "
-             "instead of noise, so rarely seen items keep content-like vectors and codes.")] = None,
+             "instead of noise; on Amazon-Scientific a clearly stronger SASRec (BENCHMARKS.md).")] = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
