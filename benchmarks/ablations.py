@@ -29,7 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
-
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 # name -> (description, train flags, which image codes: "dino" | "features" | None); the collab codes come from
@@ -55,6 +54,8 @@ VARIANTS = {
 # Variants whose collab codes come from `mscg collab --init-embeddings WORK/emb_text`; that SASRec is scored
 # too, as sasrec_text_started.
 TEXT_STARTED_COLLAB = {"mscgrec_text_started_collab"}
+BASELINES = {"sasrec": "SASRec (full-softmax CE), the collab stage",
+             "sasrec_text_started": "SASRec whose item table starts from the text embeddings (PCA to its width)"}
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -206,12 +207,9 @@ def main() -> None:
             record(results, v, seed, s / f"eval_{v}.json", s / v)
         save()
 
-    baselines = ["sasrec"] + (["sasrec_text_started"] if "sasrec_text_started" in results["runs"] else [])
+    baselines = [b for b in BASELINES if b in results["runs"]]
     variants = [v for v in variants if v in results["runs"]]
-    results["variants"] = {"sasrec": "SASRec (full-softmax CE), the collab stage",
-                           "sasrec_text_started": "SASRec whose item table starts from the text embeddings "
-                                                  "(PCA to its width)",
-                           **{v: VARIANTS[v][0] for v in variants}}
+    results["variants"] = {**{b: BASELINES[b] for b in baselines}, **{v: VARIANTS[v][0] for v in variants}}
     if not has_pixels:  # the image codes of every variant come from the features
         results["variants"] = {v: d.replace("(RQ-DINO)", "(imported features + rq-kmeans)")
                                for v, d in results["variants"].items()}

@@ -88,7 +88,7 @@ def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int, de
     def histories(n: int) -> list[np.ndarray]:
         return [ds.split.history(int(u), "test") for u in order[:n]]
 
-    return rec.model, rec.history_tokens, rec.trie, histories, ds, rec
+    return rec, histories, ds
 
 
 def flop_per_user(fn, batch: torch.Tensor) -> float:
@@ -121,8 +121,8 @@ def run(args) -> dict:
     if args.model is not None:
         if args.data is None:
             sys.exit("--model needs --data (the dataset whose test histories are decoded)")
-        model, history_tokens, trie, histories, ds, rec = trained_model(args.model, args.data, args.codes, args.seed,
-                                                                        device)
+        rec, histories, ds = trained_model(args.model, args.data, args.codes, args.seed, device)
+        model, history_tokens, trie = rec.model, rec.history_tokens, rec.trie
         source = {"model": str(args.model), "data": str(args.data), "items": trie.n_items}
     else:
         model, history_tokens, trie, histories = synthetic_model(args.items, args.seed, "trie")
