@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, write_section  # noqa: E402
+
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
 # name -> (description, train flags, which image codes: "dino" | "features" | None); the collab codes come from
@@ -164,7 +165,8 @@ def main() -> None:
              [*mscg, "collab", "-d", data, "-o", s / "emb_collab", "--model-out", s / "sasrec", *seed_flag, *dev,
               *shlex.split(args.collab_args)])
         step(f"seed {seed}: quantize text", s / "q_text",
-             [*mscg, "quantize", "--modality", "text", "--embeddings", work / "emb_text", "-o", s / "q_text", *seed_flag])
+             [*mscg, "quantize", "--modality", "text", "--embeddings", work / "emb_text", "-o", s / "q_text",
+              *seed_flag])
         step(f"seed {seed}: quantize collab", s / "q_collab",
              [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab", "-o", s / "q_collab",
               *seed_flag])

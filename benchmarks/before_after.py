@@ -1,4 +1,4 @@
-"""Did a change make the pipeline slower? examples/pipeline.sh of two revisions, same data, same machine.
+r"""Did a change make the pipeline slower? examples/pipeline.sh of two revisions, same data, same machine.
 
     python benchmarks/before_after.py --data runs/data/ml-100k --work runs/before-after --before 3ed4c3a \
         --name ml-100k --gen-epochs 2 --sasrec-epochs 10
@@ -81,8 +81,9 @@ def main() -> None:
     for stage_times in median.values():
         stage_times["total"] = sum(stage_times.values())
     lines = [f"### Before/after: {args.name}", "", stamp(args.device), "",
-             (f"examples/pipeline.sh of each revision, `GEN_EPOCHS={args.gen_epochs} SASREC_EPOCHS={args.sasrec_epochs} "
-              f"SEED={args.seed}`, {args.repeats} run(s) each, alternating; median wall seconds per stage."), "",
+             (f"examples/pipeline.sh of each revision, `GEN_EPOCHS={args.gen_epochs} "
+              f"SASREC_EPOCHS={args.sasrec_epochs} SEED={args.seed}`, {args.repeats} run(s) each, alternating; "
+              "median wall seconds per stage."), "",
              f"| stage | before ({trees['before'][0]}) | after ({trees['after'][0]}) | after / before |",
              "|---|---|---|---|"]
     for s in [*stages, "total"]:

@@ -1,4 +1,4 @@
-"""Decoding benchmark: mscg's vectorised trie-constrained beam search against HF `generate`.
+r"""Decoding benchmark: mscg's vectorised trie-constrained beam search against HF `generate`.
 
 The same trained generator is decoded by
   (a) mscg: `mscg.decoding.beam.beam_search` (per-level trie tables, users batched, beams as tensors,
@@ -25,7 +25,8 @@ Examples (from the repository root):
 
   python benchmarks/decoding.py --model work/generator --data data/ml-100k -o bench/decoding.json --md bench/decoding.md
   python benchmarks/decoding.py --beams 20 --batch-sizes 256 --users 256      # synthetic, quick
-  python benchmarks/decoding.py --model work/generator --data data/ml-100k --eval-users 943 --beams 20 --batch-sizes 256 --no-hf
+  python benchmarks/decoding.py --model work/generator --data data/ml-100k --eval-users 943 --beams 20 \
+      --batch-sizes 256 --no-hf
 """
 
 from __future__ import annotations
@@ -40,8 +41,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import (agreement, hf_beam_search, machine, machine_line, prefix_table, publish,  # noqa: E402
-                                quiet_transformers, sync, timed)
+from benchmarks._common import (  # noqa: E402
+    agreement,
+    hf_beam_search,
+    machine,
+    machine_line,
+    prefix_table,
+    publish,
+    quiet_transformers,
+    sync,
+    timed,
+)
 
 
 def synthetic_model(n_items: int, seed: int, constraint: str):
@@ -60,10 +70,8 @@ def synthetic_model(n_items: int, seed: int, constraint: str):
     vocab = Vocabulary.build(sizes)
     codes = Codes(item_ids=[str(i) for i in range(n_items)], codes=torch.from_numpy(np.concatenate(columns, 1)),
                   vocab=vocab)
-    # the defaults of `mscg train`
-    config = GeneratorConfig(vocabulary=vocab.to_json(), modalities=list(sizes), decode_modality="collab",
-                             max_history=20, d_model=128, n_layers=2, n_decoder_layers=2, n_heads=4, d_ff=512,
-                             dropout=0.1, history_encoding="items", constraint=constraint)
+    # `mscg train`'s default architecture (GeneratorConfig's defaults)
+    config = GeneratorConfig(vocabulary=vocab.to_json(), modalities=list(sizes), constraint=constraint)
     torch.manual_seed(seed)
     model = Generator(config).eval()
     history_tokens, _, trie = generator_parts(codes, config)

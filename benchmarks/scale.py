@@ -63,7 +63,8 @@ def step_generate(work: Path, n_items: int, n_users: int, dim: int, max_group: i
         topic_centres = rng.normal(size=(n_topics, dim)).astype(np.float32)
         sub = rng.integers(0, 16, n_items)
         sub_centres = rng.normal(scale=0.5, size=(n_topics, 16, dim)).astype(np.float32)
-        x = topic_centres[topic] + sub_centres[topic, sub] + rng.normal(scale=0.3, size=(n_items, dim)).astype(np.float32)
+        x = (topic_centres[topic] + sub_centres[topic, sub]
+             + rng.normal(scale=0.3, size=(n_items, dim)).astype(np.float32))
         # groups of identical items (sizes ~ Zipf, the largest `max_group`) covering ~1% of the catalogue
         sizes = np.minimum(rng.zipf(2.0, size=max(1, n_items // 300)) + 1, max_group)
         sizes[0] = max_group
@@ -120,19 +121,18 @@ def step_model(work: Path, seed: int) -> dict:
 
     from mscg.artifacts.codes import load_codes
     from mscg.artifacts.modeldir import save_model_dir
+    from mscg.generator_recommender import DEFAULT_BEAM_SIZE
     from mscg.models.generator import Generator, GeneratorConfig
 
     codes = load_codes(work / "codes")
-    config = GeneratorConfig(vocabulary=codes.vocab.to_json(), modalities=list(codes.vocab.modalities),
-                             decode_modality="collab", max_history=20, d_model=128, n_layers=2, n_decoder_layers=2,
-                             n_heads=4, d_ff=512, dropout=0.1, history_encoding="items", constraint="trie")
+    config = GeneratorConfig(vocabulary=codes.vocab.to_json(), modalities=list(codes.vocab.modalities))
     torch.manual_seed(seed)
     model = Generator(config)
     out = work / "model"
     out.mkdir(exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     save_model_dir(out, "model", model, config.to_json(), item_ids=codes.item_ids,
-                   codes=str((work / "codes").resolve()), beam_size=20, parameters=n_params,
+                   codes=str((work / "codes").resolve()), beam_size=DEFAULT_BEAM_SIZE, parameters=n_params,
                    training={"note": "random initialisation (scale benchmark)"}, provenance={"seed": seed})
     return {"parameters": n_params}
 

@@ -47,16 +47,22 @@ def _register() -> None:
     from mscg.commands import assign_codes, collab, compare, embed, evaluate, prepare, quantize, recommend, train
 
     data, codes, model = "1. Data", "2. Codes", "3. Generator"
-    app.command("prepare", short_help="Convert RecBole files into items.jsonl + interactions.jsonl.", rich_help_panel=data)(prepare.prepare_cli)
-    app.command("embed", short_help="Embed item texts or images with a pretrained encoder.", rich_help_panel=data)(embed.embed_cli)
-    app.command("import-embeddings", short_help="Import precomputed item features as an embeddings artifact.", rich_help_panel=data)(embed.import_embeddings_cli)
-    app.command("collab", short_help="Train SASRec; its item table becomes the collab modality.", rich_help_panel=data)(collab.collab_cli)
-    app.command("quantize", short_help="Learn a residual quantizer for one modality.", rich_help_panel=codes)(quantize.quantize_cli)
-    app.command("assign-codes", short_help="Give every item its multimodal code (+ collision levels).", rich_help_panel=codes)(assign_codes.assign_codes_cli)
-    app.command("train", short_help="Train the generative recommender on multimodal codes.", rich_help_panel=model)(train.train_cli)
-    app.command("evaluate", short_help="Full-ranking Recall@K / NDCG@K on the test or valid split.", rich_help_panel=model)(evaluate.evaluate_cli)
-    app.command("recommend", short_help="Top-K items for user histories (JSONL in, JSONL out).", rich_help_panel=model)(recommend.recommend_cli)
-    app.command("compare", short_help="Put several evaluations side by side.", rich_help_panel=model)(compare.compare_cli)
+    stages = (  # (name, short help, panel, function), in pipeline order
+        ("prepare", "Convert RecBole files into items.jsonl + interactions.jsonl.", data, prepare.prepare_cli),
+        ("embed", "Embed item texts or images with a pretrained encoder.", data, embed.embed_cli),
+        ("import-embeddings", "Import precomputed item features as an embeddings artifact.", data,
+         embed.import_embeddings_cli),
+        ("collab", "Train SASRec; its item table becomes the collab modality.", data, collab.collab_cli),
+        ("quantize", "Learn a residual quantizer for one modality.", codes, quantize.quantize_cli),
+        ("assign-codes", "Give every item its multimodal code (+ collision levels).", codes,
+         assign_codes.assign_codes_cli),
+        ("train", "Train the generative recommender on multimodal codes.", model, train.train_cli),
+        ("evaluate", "Full-ranking Recall@K / NDCG@K on the test or valid split.", model, evaluate.evaluate_cli),
+        ("recommend", "Top-K items for user histories (JSONL in, JSONL out).", model, recommend.recommend_cli),
+        ("compare", "Put several evaluations side by side.", model, compare.compare_cli),
+    )
+    for name, short_help, panel, function in stages:
+        app.command(name, short_help=short_help, rich_help_panel=panel)(function)
 
 
 _register()

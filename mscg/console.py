@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 stderr = Console(stderr=True, highlight=False)
 
@@ -54,3 +54,65 @@ def progress_bar() -> Iterator[Progress]:
     )
     with progress:
         yield progress
+
+
+class _Returning:
+    """Iterate over a generator and keep its return value."""
+
+    def __init__(self, events):
+        self.events = events
+        self.value = None
+
+    def __iter__(self):
+        self.value = yield from self.events
+
+
+def render(events, description: str, metric: str = "ndcg@10", quiet: bool = False, on_info=None):
+    """Consume a fit's events (mscg.training.loop.Event) as a progress bar and a line per validated epoch;
+    returns the fit's return value. `quiet` (non-writing ranks of a distributed run) only drives it.
+
+    "phase" events (a pass outside the training loop, e.g. coding every image) get a bar of their own;
+    "info" events (what a fit found while setting up) go to `on_info(event.info)`, quiet or not.
+    """
+    import time
+
+    events = _Returning(events)
+    if quiet:
+        for event in events:
+            if event.kind == "info" and on_info is not None:
+                on_info(event.info)
+        return events.value
+    log_every = 60.0 if not stderr.is_terminal else float("inf")  # logs get a status line a minute
+    last_log = time.monotonic()
+    with progress_bar() as bar:
+        task = None
+        phases: dict[str, int] = {}
+        loss_avg = None
+        for event in events:
+            if event.kind == "info":
+                if on_info is not None:
+                    on_info(event.info)
+            elif event.kind == "phase":
+                name = event.info["name"]
+                if name not in phases:
+                    phases[name] = bar.add_task(name, total=event.total_steps, status="")
+                bar.update(phases[name], completed=event.step)
+            elif event.kind == "start":
+                task = bar.add_task(description, total=event.total_steps, completed=event.step, status="")
+                if event.resumed_from is not None:
+                    info(f"{description}: resumed from step {event.resumed_from:,}")
+            elif event.kind == "step":
+                loss_avg = event.loss if loss_avg is None else 0.98 * loss_avg + 0.02 * event.loss
+                bar.update(task, completed=event.step, status=f"epoch {event.epoch + 1} loss {loss_avg:.4f}")
+                if time.monotonic() - last_log > log_every:
+                    last_log = time.monotonic()
+                    info(f"{description}: step {event.step:,}/{event.total_steps:,} (epoch {event.epoch + 1}), "
+                         f"loss {loss_avg:.4f}")
+            elif event.kind == "epoch":
+                if event.metric is not None:
+                    mark = " *" if event.is_best else ""
+                    info(f"{description}: epoch {event.epoch} valid {metric} {event.metric:.4f}{mark}")
+                if event.info.get("stopping"):
+                    info(f"{description}: no better validation {metric} for a while; stopping early")
+                    bar.update(task, completed=bar.tasks[task].total)
+    return events.value

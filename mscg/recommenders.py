@@ -1,8 +1,10 @@
-"""A uniform interface over the trained models that `evaluate` and `recommend` use.
+"""One interface over the trained models, used by `evaluate`, `recommend` and validation in training.
 
-`load_recommender(path)` reads the model directory's config and returns an object with
-`top_k(histories, k)` -> (items (B, k) dense indices, -1 when fewer exist; scores (B, k)), and
-`rank(histories, targets)` -> the 1-based rank of each target (full ranking).
+`load_recommender(path, device)` reads a model directory and returns a recommender with
+`top_k(histories, k, exclude_history=..., keep=...)` -> (items (B, k) dense indices best first, -1 where
+fewer exist; scores (B, k)) and `rank(histories, targets, k=..., exclude_history=...)` -> the 1-based rank
+of each target. A recommender sizes its own search: asked for k items (k beyond the history's items when
+they are excluded), a generator widens its beam as needed; SASRec scores every item.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import numpy as np
 import torch
 
 from mscg.artifacts.modeldir import load_weights, read_model_dir
-from mscg.data.batching import left_pad
-from mscg.metrics import ranks_from_lists, ranks_from_scores
+from mscg.data.batching import left_pad, seen_items
+from mscg.metrics import ranks_from_scores
 from mscg.models.sasrec import PAD_ITEM, SASRec, SASRecConfig
 
 MODEL_TYPES = ("sasrec", "mscg-generator")
@@ -32,21 +34,34 @@ class SASRecRecommender:
         self.max_history = model.config.max_history
 
     @torch.no_grad()
-    def scores(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+    def scores(self, histories: Sequence[np.ndarray], *, exclude_history: bool = False,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n_items) scores of the next item; -inf for history items (but `keep`) when `exclude_history`."""
         x = left_pad(histories, self.max_history, pad=PAD_ITEM, offset=1).to(self.device)
-        return self.model.score(x).float()  # (B, n_items)
+        scores = self.model.score(x).float()  # (B, n_items)
+        if exclude_history:
+            for row, seen in enumerate(seen_items(histories, keep)):
+                scores[row, seen.to(self.device)] = float("-inf")
+        return scores
 
     @torch.no_grad()
-    def top_k(self, histories: Sequence[np.ndarray], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.scores(histories)
+    def top_k(self, histories: Sequence[np.ndarray], k: int, *, exclude_history: bool = False,
+              keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.scores(histories, exclude_history=exclude_history, keep=keep)
         k = min(k, scores.shape[1])
         # Stable sort: equal scores keep item-index order, as in ranks_from_scores.
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-        return order.cpu(), scores.gather(1, order).cpu()
+        top = scores.gather(1, order)
+        if exclude_history:
+            order = order.masked_fill(top == float("-inf"), -1)  # fewer unseen items than k
+        return order.cpu(), top.cpu()
 
     @torch.no_grad()
-    def rank(self, histories: Sequence[np.ndarray], targets: torch.Tensor) -> torch.Tensor:
-        return ranks_from_scores(self.scores(histories), targets.to(self.device)).cpu()
+    def rank(self, histories: Sequence[np.ndarray], targets: torch.Tensor, *, k: int = 10,
+             exclude_history: bool = False) -> torch.Tensor:
+        """Full ranking (`k` does not limit it); with `exclude_history` the target stays among the items."""
+        scores = self.scores(histories, exclude_history=exclude_history, keep=targets)
+        return ranks_from_scores(scores, targets.to(self.device)).cpu()
 
     def memory_bytes_per_item(self) -> float:
         table = self.model.item_table()
@@ -62,8 +77,3 @@ def load_recommender(path: Path, device: torch.device, *, beam_size: int | None 
     from mscg.generator_recommender import load_generator_recommender
 
     return load_generator_recommender(path, config, meta, device, beam_size=beam_size, codes_path=codes_path)
-
-
-def rank_with_lists(recommender, histories, targets, k: int) -> torch.Tensor:
-    items, _ = recommender.top_k(histories, k)
-    return ranks_from_lists(items, targets)

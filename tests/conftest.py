@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests.helpers")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -28,7 +29,8 @@ def write_jsonl(path: Path, records) -> Path:
 def synthetic_dataset(root: Path, *, n_items: int = 40, n_users: int = 60, seed: int = 0) -> Path:
     """Items in 4 genres; each user mostly walks through one genre in item order (learnable)."""
     rng = random.Random(seed)
-    items = [{"item_id": f"i{k}", "text": f"{GENRES[k % 4]} episode {k // 4}", "year": 2000 + k} for k in range(n_items)]
+    items = [{"item_id": f"i{k}", "text": f"{GENRES[k % 4]} episode {k // 4}", "year": 2000 + k}
+             for k in range(n_items)]
     interactions = []
     t = 0
     for u in range(n_users):

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_bad_input import TINY_GENERATOR, TINY_SASREC, build_tiny_pipeline, ok, one_thread  # noqa: F401
-from tests.test_image import image_catalogue
+from tests.helpers import build_tiny_pipeline, image_catalogue, ok, one_thread  # noqa: F401 (one_thread: a fixture)
 
 TINY_DINO = ["--modality", "image", "--method", "rq-dino", "--image-size", "32", "--epochs", "2", "--batch-size",
              "4", "--n-levels", "2", "--codebook-size", "4", "--device", "cpu"]

@@ -38,39 +38,3 @@ def test_breakdown_against_hand_computed_values():
     # slots in the user's history: u0 {1}, u2 {0}, u3 {3} of 11 filled slots
     assert s["history_share@2"] == round(3 / 11, 6)
     assert s["list_fill@2"] == round(11 / 12, 6)
-
-
-class _Scorer:  # SASRec-like: scores every item
-    def __init__(self, scores):
-        self._scores = torch.tensor(scores)
-
-    def scores(self, histories):
-        return self._scores.clone()
-
-
-class _Beam:  # generator-like: a beam of items, best first
-    beam_size = 4
-
-    def __init__(self, top):
-        self._top = torch.tensor(top)
-
-    def top_k(self, histories, k):
-        return self._top.clone(), torch.zeros(self._top.shape)
-
-
-def test_exclude_history_ranks_among_unseen_items_and_keeps_the_target():
-    from mscg.commands.evaluate import ranks_and_lists
-
-    histories = [np.array([0, 1]), np.array([2, 3])]
-    targets = torch.tensor([3, 2])  # user 1's target is also in its history: it stays
-    scorer = _Scorer([[0.9, 0.8, 0.1, 0.5, 0.7], [0.1, 0.2, 0.6, 0.9, 0.8]])
-    ranks, top = ranks_and_lists(scorer, histories, targets, 2, exclude_history=False)
-    assert ranks.tolist() == [4, 3] and top.tolist() == [[0, 1], [3, 4]]
-    ranks, top = ranks_and_lists(scorer, histories, targets, 2, exclude_history=True)
-    assert ranks.tolist() == [2, 2] and top.tolist() == [[4, 3], [4, 2]]
-
-    beam = _Beam([[0, 4, 3, 1], [3, 2, -1, -1]])
-    ranks, top = ranks_and_lists(beam, histories, targets, 2, exclude_history=False)
-    assert ranks.tolist() == [3, 2]
-    ranks, top = ranks_and_lists(beam, histories, targets, 2, exclude_history=True)
-    assert ranks.tolist() == [2, 1] and top.tolist() == [[4, 3, -1, -1], [2, -1, -1, -1]]

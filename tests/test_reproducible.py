@@ -13,7 +13,7 @@ import pytest
 import mscg
 from mscg.artifacts import meta as meta_module
 from mscg.artifacts.meta import file_digest, input_record
-from tests.test_bad_input import TINY_GENERATOR, TINY_SASREC, build_tiny_pipeline, invoke, ok, one_thread  # noqa: F401
+from tests.helpers import TINY_GENERATOR, TINY_SASREC, build_tiny_pipeline, invoke, ok, one_thread  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,8 @@ def test_collab_is_byte_identical(pipe, tmp_path):
     assert files(tmp_path / "emb_a") == files(tmp_path / "emb_b")
     assert (tmp_path / "sasrec_a" / "model.safetensors").read_bytes() == \
         (tmp_path / "sasrec_b" / "model.safetensors").read_bytes()
-    assert (pipe.sasrec / "model.safetensors").read_bytes() == (tmp_path / "sasrec_a" / "model.safetensors").read_bytes()
+    assert (pipe.sasrec / "model.safetensors").read_bytes() == \
+        (tmp_path / "sasrec_a" / "model.safetensors").read_bytes()
 
 
 def test_train_is_byte_identical(pipe, tmp_path):

@@ -38,8 +38,8 @@ def check_output(path: Path, *, force: bool, inputs: Iterable[Path] = ()) -> Non
 class AtomicDir:
     """`with AtomicDir(out) as tmp:` write into `tmp`; on success it becomes `out`.
 
-    `resumable=True` keeps the partial directory when the body fails (it holds the resume
-    checkpoint) and reuses it when `resume=True`; otherwise a stale partial directory is cleared.
+    `resumable=True` keeps the partial directory when the body fails after writing something there
+    (the resume checkpoint) and reuses it when `resume=True`; otherwise a stale partial directory is cleared.
     """
 
     def __init__(self, path: Path, *, force: bool = False, inputs: Iterable[Path] = (),
@@ -60,7 +60,7 @@ class AtomicDir:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
-            if not self.resumable:
+            if not self.resumable or not (self.partial.is_dir() and any(self.partial.iterdir())):
                 shutil.rmtree(self.partial, ignore_errors=True)
             return False
         replace_path(self.partial, self.path)

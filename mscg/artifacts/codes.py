@@ -23,67 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from mscg.artifacts.meta import new_meta, read_meta, write_json
 from mscg.errors import DataError
+from mscg.models.vocabulary import BOS, PAD, Slot, Vocabulary  # noqa: F401 (part of this artifact's API)
 
 TENSORS_FILE = "codes.safetensors"
-PAD, BOS = 0, 1
-
-
-@dataclass(frozen=True)
-class Slot:
-    modality: str
-    level: int  # 0..n_levels-1 are quantizer levels; n_levels is the collision level
-    offset: int  # first token id of this slot's range
-    size: int
-
-
-@dataclass
-class Vocabulary:
-    """Token-id layout: specials, then one contiguous range per (modality, level) slot."""
-
-    modalities: list[str]
-    slots: list[Slot]
-
-    @classmethod
-    def build(cls, sizes: dict[str, list[int]]) -> Vocabulary:
-        """`sizes[modality]` lists the size of every slot of that modality, collision level last."""
-        modalities = list(sizes)
-        offset = 2 + len(modalities)
-        slots = []
-        for m in modalities:
-            for level, size in enumerate(sizes[m]):
-                slots.append(Slot(m, level, offset, int(size)))
-                offset += int(size)
-        return cls(modalities, slots)
-
-    @property
-    def size(self) -> int:
-        last = self.slots[-1]
-        return last.offset + last.size
-
-    def mask_token(self, modality: str) -> int:
-        return 2 + self.modalities.index(modality)
-
-    def slots_of(self, modality: str) -> list[Slot]:
-        return [s for s in self.slots if s.modality == modality]
-
-    def columns_of(self, modality: str) -> list[int]:
-        return [i for i, s in enumerate(self.slots) if s.modality == modality]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "special": {"pad": PAD, "decoder_start": BOS, "mask": {m: self.mask_token(m) for m in self.modalities}},
-            "slots": [{"modality": s.modality, "level": s.level, "offset": s.offset, "size": s.size} for s in self.slots],
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Vocabulary:
-        slots = [Slot(s["modality"], int(s["level"]), int(s["offset"]), int(s["size"])) for s in obj["slots"]]
-        modalities = list(dict.fromkeys(s.modality for s in slots))
-        vocab = cls(modalities, slots)
-        if vocab.to_json() != obj:
-            raise DataError("the vocabulary in meta.json is not the layout mscg derives from its slots; re-run assign-codes")
-        return vocab
 
 
 @dataclass

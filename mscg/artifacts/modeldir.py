@@ -40,7 +40,8 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
         save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def read_model_dir(path: Path, kind: str, flag: str, model_types: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_model_dir(path: Path, kind: str, flag: str,
+                   model_types: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, meta) of a model/quantizer directory whose model_type is one of `model_types`."""
     path = Path(path)
     meta = read_meta(path, kind, flag)

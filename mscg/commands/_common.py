@@ -24,8 +24,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                        help="Random seed: same seed, same result on the same machine.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training arithmetic on CUDA: fp32, or bf16 (autocast). "
-                                          "For models of mscg's default size fp32 trained faster and scored better on "
-                                          "test (BENCHMARKS.md). The CPU always trains in fp32.")]
+                                          "The CPU always trains in fp32.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
 
 

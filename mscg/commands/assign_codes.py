@@ -16,7 +16,6 @@ from mscg.console import info
 from mscg.data.items import Catalogue, load_catalogue
 from mscg.data.split import dataset_files
 from mscg.errors import DataError, UsageError
-from mscg.models.quantizers import EMBEDDING_METHODS, load_quantizer
 
 
 @dataclass
@@ -32,7 +31,8 @@ def parse_overrides(pairs: list[str], flag: str) -> dict[str, Path]:
     for pair in pairs:
         modality, sep, path = pair.partition("=")
         if not sep or modality not in MODALITIES:
-            raise UsageError(f"{flag} {pair!r} must look like MODALITY=PATH with MODALITY one of {', '.join(MODALITIES)}")
+            raise UsageError(f"{flag} {pair!r} must look like MODALITY=PATH with MODALITY one of "
+                             f"{', '.join(MODALITIES)}")
         out[modality] = Path(path)
     return out
 
@@ -41,11 +41,12 @@ def modality_codes(quantizer_path: Path, catalogue: Catalogue, overrides: dict[s
                    device, skip_bad_images: bool) -> tuple[str, np.ndarray, np.ndarray, list[int], dict]:
     """(modality, rows of the catalogue that have it, their codes (n, L), codebook sizes, record)."""
     from mscg.artifacts.embeddings import load_embeddings
+    from mscg.quantizers import QUANTIZERS, encode_images, load_quantizer
 
     model, config, meta = load_quantizer(quantizer_path)
     modality = meta.get("modality", config.get("modality"))
     record: dict[str, Any] = {"quantizer": input_record(quantizer_path), "method": config["model_type"]}
-    if config["model_type"] in EMBEDDING_METHODS:
+    if QUANTIZERS[config["model_type"]].reads == "embeddings":
         source = overrides.get(modality) or Path(meta.get("input", {}).get("embeddings", ""))
         emb = load_embeddings(source, f"--embeddings {modality}=")
         if emb.modality != modality:
@@ -56,20 +57,21 @@ def modality_codes(quantizer_path: Path, catalogue: Catalogue, overrides: dict[s
                             "ones; pass the embeddings it was trained on")
         unknown = [i for i in emb.item_ids if i not in catalogue.index]
         if unknown:
-            raise DataError(f"{source} has {len(unknown):,} items that are not in {catalogue.path} (e.g. {unknown[0]!r}); "
-                            "make the embeddings from the same items.jsonl")
+            raise DataError(f"{source} has {len(unknown):,} items that are not in {catalogue.path} "
+                            f"(e.g. {unknown[0]!r}); make the embeddings from the same items.jsonl")
         rows = np.array([catalogue.index[i] for i in emb.item_ids], dtype=np.int64)
         codes = model.encode(emb.vectors).numpy()
         record["embeddings"] = input_record(source)
     else:
-        rows, codes = model.encode_catalogue(catalogue, device, skip_bad_images=skip_bad_images)
+        rows, codes = encode_images(model, catalogue, device, skip_bad_images=skip_bad_images)
         record["items"] = input_record(catalogue.path)
     order = np.argsort(rows, kind="stable")  # catalogue order, so the collision level follows it
     return modality, rows[order], codes[order], list(config["codebook_sizes"]), record
 
 
 def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings: dict[str, Path] | None = None,
-                 device: str = "auto", seed: int = 0, skip_bad_images: bool = False, force: bool = False) -> AssignResult:
+                 device: str = "auto", seed: int = 0, skip_bad_images: bool = False,
+                 force: bool = False) -> AssignResult:
     import torch
 
     from mscg.artifacts.codes import Codes, Vocabulary, code_statistics, collision_level, save_codes
@@ -86,8 +88,8 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
     for q in quantizers:
         modality, rows, codes, sizes, record = modality_codes(q, catalogue, embeddings or {}, dev, skip_bad_images)
         if modality in per_modality:
-            raise UsageError(f"two quantizers for the {modality} modality ({per_modality[modality][3]['quantizer']['path']} "
-                             f"and {q}); pass one per modality")
+            raise UsageError(f"two quantizers for the {modality} modality "
+                             f"({per_modality[modality][3]['quantizer']['path']} and {q}); pass one per modality")
         per_modality[modality] = (rows, codes, sizes, record)
 
     ordered = [m for m in MODALITIES if m in per_modality]  # fixed modality order: text, image, collab
@@ -109,8 +111,9 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
     result = Codes(item_ids=catalogue.item_ids, codes=torch.from_numpy(np.concatenate(columns, axis=1)), vocab=vocab)
     with AtomicDir(output, force=force, inputs=[Path(data), items_path, *quantizers]) as tmp:
         save_codes(tmp, result, modalities=records,
-                   provenance=provenance({"items": items_path, **{f"quantizer_{m}": per_modality[m][3]["quantizer"]["path"]
-                                                                  for m in ordered}}, seed))
+                   provenance=provenance({"items": items_path,
+                                          **{f"quantizer_{m}": per_modality[m][3]["quantizer"]["path"]
+                                             for m in ordered}}, seed))
     return AssignResult(items=N, modalities=records, vocab_size=vocab.size, slots=len(vocab.slots))
 
 

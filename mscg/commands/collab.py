@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -10,11 +10,23 @@ import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
-                                   report_split, user_errors)
-from mscg.console import info
-from mscg.data.split import Split, dataset_files, load_dataset
-from mscg.errors import DataError, UsageError
+from mscg.commands._common import (
+    DataOpt,
+    DeviceOpt,
+    ForceOpt,
+    OutputOpt,
+    PrecisionOpt,
+    ResumeOpt,
+    SeedOpt,
+    report_split,
+    user_errors,
+)
+from mscg.console import info, render
+from mscg.data.split import dataset_files, load_dataset
+from mscg.errors import UsageError
+from mscg.models.sasrec import SASRecConfig
+from mscg.training.loop import LoopConfig
+from mscg.training.sasrec import SASREC_LOOP
 
 
 @dataclass
@@ -27,73 +39,25 @@ class CollabResult:
     samples_per_second: float = 0.0
 
 
-def validation_sums(recommender, split: Split, users: range, batch_size: int = 512) -> dict:
-    """Metric sums of a recommender on the validation targets of `users` (full ranking)."""
-    import torch
-
-    from mscg.metrics import add_sums, metric_sums
-
-    total: dict[str, float] = {}
-    users = list(users)
-    for start in range(0, len(users), batch_size):
-        chunk = users[start:start + batch_size]
-        histories = [split.history(u, "valid") for u in chunk]
-        targets = torch.tensor([split.target(u, "valid") for u in chunk])
-        add_sums(total, metric_sums(recommender.rank(histories, targets)))
-    return total
-
-
-def content_start(emb, item_ids: list[str], d_model: int, seed: int):
-    """Another modality's embeddings as SASRec's starting item table.
-
-    Returns (vectors (N, d_model), known (N,) bool): the artifact's rows for the catalogue's items,
-    reduced to d_model dimensions by PCA (fitted on those rows; fewer components leave the last
-    columns zero); items the artifact lacks are not known and keep a random start.
-    """
-    import numpy as np
-    import torch
-    from sklearn.decomposition import PCA
-
-    row_of = emb.row_of()
-    rows = [row_of.get(i, -1) for i in item_ids]
-    known = torch.tensor([r >= 0 for r in rows], dtype=torch.bool)
-    if int(known.sum()) < 2:
-        raise DataError(f"{emb.path}: the embeddings cover {int(known.sum())} of the dataset's {len(item_ids)} "
-                        "items; --init-embeddings needs embeddings of the same catalogue (item ids as in "
-                        "items.jsonl)")
-    source = emb.vectors[[r for r in rows if r >= 0]].double().numpy()  # (n_known, D)
-    n_components = min(d_model, source.shape[0], source.shape[1])
-    reduced = PCA(n_components=n_components, random_state=seed).fit_transform(source)  # (n_known, n_components)
-    vectors = torch.zeros(len(item_ids), d_model)
-    vectors[known, :n_components] = torch.from_numpy(reduced.astype(np.float32))
-    return vectors, known
-
-
-def collab(data: Path, output: Path, *, model_out: Path | None = None, max_history: int = 50, d_model: int = 64,
-           n_layers: int = 2, n_heads: int = 2, dropout: float = 0.2, epochs: int = 200, batch_size: int = 128,
-           lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 10, device: str = "auto",
-           precision: str = "fp32", seed: int = 0, init_embeddings: Path | None = None,
+def collab(data: Path, output: Path, *, model_out: Path | None = None, config: SASRecConfig | None = None,
+           loop: LoopConfig = SASREC_LOOP, device: str = "auto", init_embeddings: Path | None = None,
            force: bool = False, resume: bool = False) -> CollabResult:
-    import torch
-
+    """Train SASRec on DATA's training split (`config`: the architecture; `n_items` is set from the data;
+    `loop.seed` seeds it) and write its item table as collab embeddings (and the model, with `model_out`)."""
     from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
     from mscg.artifacts.modeldir import save_model_dir
-    from mscg.data.samples import SASRecWindows
-    from mscg.models.sasrec import SASRec, SASRecConfig
-    from mscg.recommenders import SASRecRecommender
     from mscg.training import distributed as dist
-    from mscg.training.loop import RESUME_FILE, LoopConfig, LoopResult, train_loop
-    from mscg.training.render import render
+    from mscg.training.loop import RESUME_FILE
+    from mscg.training.sasrec import content_start, fit_sasrec
 
     dist.init_from_env()
-    if min(max_history, d_model, n_layers, n_heads) < 1:
+    config = config or SASRecConfig(n_items=0)
+    if min(config.max_history, config.d_model, config.n_layers, config.n_heads) < 1:
         raise UsageError("--max-history, --d-model, --n-layers and --n-heads must be at least 1")
-    if d_model % n_heads:
-        raise UsageError(f"--d-model {d_model} must be divisible by --n-heads {n_heads}")
-    if not 0 <= dropout < 1:
-        raise UsageError(f"--dropout {dropout} must be in [0, 1)")
-    loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, patience=patience,
-                      seed=seed, precision=precision)
+    if config.d_model % config.n_heads:
+        raise UsageError(f"--d-model {config.d_model} must be divisible by --n-heads {config.n_heads}")
+    if not 0 <= config.dropout < 1:
+        raise UsageError(f"--dropout {config.dropout} must be in [0, 1)")
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path]  # never write into DATA
@@ -107,38 +71,23 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
     ds = load_dataset(data)
     if dist.is_main():
         report_split(ds.split)
-    windows = SASRecWindows(ds.split, max_history)
-    if len(windows) == 0:
-        raise DataError(f"{interactions_path}: no user has a training transition (every user has exactly 3 "
-                        "interactions); SASRec needs longer sequences")
     dev = dist.resolve_device(device)
-    config = SASRecConfig(n_items=len(ds.catalogue), max_history=max_history, d_model=d_model, n_layers=n_layers,
-                          n_heads=n_heads, dropout=dropout)
-    torch.manual_seed(seed)
-    model = SASRec(config)
+    config = replace(config, n_items=len(ds.catalogue))
+    start_table = None
     if start is not None:
-        vectors, known = content_start(start, ds.catalogue.item_ids, d_model, seed)
-        model.init_item_table(vectors, known)
+        start_table = content_start(start, ds.catalogue.item_ids, config.d_model, loop.seed)
         if dist.is_main():
-            info(f"item table starts from {init_embeddings} ({start.modality}, {start.dim}-d -> {d_model}-d by "
-                 f"PCA) for {int(known.sum()):,} of {len(known):,} items")
-    recommender = SASRecRecommender(model, ds.catalogue.item_ids, dev, {})
-
-    def validate(core: SASRec) -> dict:
-        recommender.model = core
-        return validation_sums(recommender, ds.split, dist.shard(len(ds.split)))
-
-    result = LoopResult()
+            info(f"item table starts from {init_embeddings} ({start.modality}, {start.dim}-d -> {config.d_model}-d "
+                 f"by PCA) for {int(start_table[1].sum()):,} of {len(start_table[1]):,} items")
     prov_inputs = {"items": items_path, "interactions": interactions_path}
     if start is not None:
         prov_inputs["init_embeddings"] = Path(init_embeddings)
-    prov = provenance(prov_inputs, seed)
-    fingerprint = {"model": config.to_json(), "inputs": prov["inputs"]}
+    prov = provenance(prov_inputs, loop.seed)
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
-        events = train_loop(model, windows, loop, device=dev, validate=validate, checkpoint_dir=tmp, resume=resume,
-                            fingerprint=fingerprint, result=result)
-        render(events, "collab (SASRec)", quiet=not dist.is_main())
+        events = fit_sasrec(config, loop, ds, device=dev, start=start_table, checkpoint_dir=tmp, resume=resume,
+                            fingerprint={"inputs": prov["inputs"]})
+        model, result = render(events, "collab (SASRec)", quiet=not dist.is_main())
         if dist.is_main():
             (tmp / RESUME_FILE).unlink(missing_ok=True)
             save_embeddings(tmp, Embeddings("collab", ds.catalogue.item_ids, model.item_table().detach().cpu()),
@@ -151,10 +100,12 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, max_histo
                     save_model_dir(mtmp, "model", model, config.to_json(), item_ids=ds.catalogue.item_ids,
                                    training=result.summary(), provenance=prov)
     dist.barrier()
-    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
     return CollabResult(users=len(ds.split), items=len(ds.catalogue), best_epoch=result.best_epoch,
-                        valid={k: v for k, v in best.items() if k != "epoch"}, seconds=result.seconds,
+                        valid=result.best_scores(), seconds=result.seconds,
                         samples_per_second=result.samples_per_second)
+
+
+MODEL = SASRecConfig(n_items=0)  # the defaults of the flags below
 
 
 @user_errors
@@ -163,21 +114,23 @@ def collab_cli(
     output: OutputOpt,
     model_out: Annotated[Path | None, typer.Option(help="Also save the SASRec model here (a baseline that "
                                                         "`evaluate` and `recommend` can score).")] = None,
-    max_history: Annotated[int, typer.Option(help="Items of history SASRec attends to.")] = 50,
-    d_model: Annotated[int, typer.Option(help="Embedding width.")] = 64,
-    n_layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = 2,
-    n_heads: Annotated[int, typer.Option(help="Attention heads.")] = 2,
-    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.2,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")] = 200,
-    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")] = 10,
+    max_history: Annotated[int, typer.Option(help="Items of history SASRec attends to.")] = MODEL.max_history,
+    d_model: Annotated[int, typer.Option(help="Embedding width.")] = MODEL.d_model,
+    n_layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = MODEL.n_layers,
+    n_heads: Annotated[int, typer.Option(help="Attention heads.")] = MODEL.n_heads,
+    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = MODEL.dropout,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")
+                      ] = SASREC_LOOP.epochs,
+    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = SASREC_LOOP.batch_size,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = SASREC_LOOP.lr,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = SASREC_LOOP.weight_decay,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")
+                        ] = SASREC_LOOP.patience,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
+    precision: PrecisionOpt = SASREC_LOOP.precision,
     init_embeddings: Annotated[Path | None, typer.Option(
-        help="Start SASRec's item table from these embeddings (e.g. the text modality, PCA to --d-model) "
-             "instead of noise; on Amazon-Scientific a clearly stronger SASRec (BENCHMARKS.md).")] = None,
+        help="Start SASRec's item table from these embeddings (e.g. the text modality, reduced to --d-model by "
+             "PCA) instead of noise.")] = None,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
@@ -195,9 +148,11 @@ def collab_cli(
 
       torchrun --nproc_per_node 4 -m mscg collab -d data/big -o work/emb_collab --model-out work/sasrec
     """
-    r = collab(data, output, model_out=model_out, max_history=max_history, d_model=d_model, n_layers=n_layers,
-               n_heads=n_heads, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-               weight_decay=weight_decay, patience=patience, device=device, precision=precision, seed=seed,
+    config = SASRecConfig(n_items=0, max_history=max_history, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                          dropout=dropout)
+    loop = replace(SASREC_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                   patience=patience, precision=precision, seed=seed)
+    r = collab(data, output, model_out=model_out, config=config, loop=loop, device=device,
                init_embeddings=init_embeddings, force=force, resume=resume)
     from mscg.training import distributed as dist
 

@@ -31,7 +31,7 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
              by_popularity: bool = False, exclude_history: bool = False) -> EvalResult:
     import torch
 
-    from mscg.metrics import add_sums, means, metric_sums
+    from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
     from mscg.popularity import PopularityBreakdown, train_counts
     from mscg.recommenders import load_recommender
     from mscg.training.distributed import resolve_device
@@ -45,9 +45,9 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         check_output(output, force=force, inputs=inputs)  # fail before the slow part
     dev = resolve_device(device)
     recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes)
-    depth = getattr(recommender, "beam_size", None)
-    if depth is not None and max(ks) > depth:
-        raise UsageError(f"--ks asks for K={max(ks)} but --beam-size is {depth}; the beam must hold at least K items")
+    if recommender.kind == "mscg-generator" and beam_size is not None and max(ks) > beam_size:
+        raise UsageError(f"--ks asks for K={max(ks)} but --beam-size is {beam_size}; the beam must hold at least K "
+                         "items")
     ds = load_dataset(data)
     if recommender.item_ids != ds.catalogue.item_ids:
         raise DataError(f"model {model_path} was trained on another catalogue than {ds.catalogue.path}; evaluate it "
@@ -64,9 +64,10 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
             histories = [ds.split.history(u, split) for u in chunk]
             targets = torch.tensor([ds.split.target(u, split) for u in chunk])
             if breakdown is None and not exclude_history:
-                ranks = recommender.rank(histories, targets)
-            else:
-                ranks, top = ranks_and_lists(recommender, histories, targets, max(ks), exclude_history)
+                ranks = recommender.rank(histories, targets, k=max(ks))
+            else:  # the top-K lists are needed; ranks within them give the same Recall/NDCG@K
+                top, _ = recommender.top_k(histories, max(ks), exclude_history=exclude_history, keep=targets)
+                ranks = ranks_from_lists(top, targets)
                 if breakdown is not None:
                     breakdown.add(ranks, targets, top, histories)
             add_sums(total, metric_sums(ranks, ks))
@@ -78,8 +79,8 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         "model": str(Path(model_path).resolve()), "model_type": recommender.kind, "device": str(dev),
         "bytes_per_item": recommender.memory_bytes_per_item(), "exclude_history": exclude_history,
     })
-    if depth is not None:
-        metrics["beam_size"] = depth
+    if recommender.kind == "mscg-generator":
+        metrics["beam_size"] = max(recommender.beam_size, max(ks))  # the narrowest beam searched
     if breakdown is not None:
         metrics.update(breakdown.summary(ks))
     if output is not None:
@@ -89,36 +90,6 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         metrics["provenance"] = provenance(record, None)
         write_text_atomic(output, json.dumps(metrics, indent=2) + "\n", force=force, inputs=inputs)
     return EvalResult(metrics)
-
-
-def ranks_and_lists(recommender, histories, targets, k: int, exclude_history: bool):
-    """(ranks (B,), top lists (B, >=k), -1 = empty slot) of one batch, history items other than the target left
-    out when `exclude_history`. SASRec ranks among all remaining items; a generator within its beam, whose
-    list may then hold fewer than k items (a larger --beam-size fills it)."""
-    import torch
-
-    from mscg.metrics import ranks_from_lists, ranks_from_scores
-
-    def seen(row: int) -> torch.Tensor:  # the user's history items, the target excepted
-        history = torch.as_tensor(histories[row], dtype=torch.long)
-        return history[history != targets[row]]
-
-    beam = getattr(recommender, "beam_size", None)
-    if beam is None:  # scores over the whole catalogue
-        scores = recommender.scores(histories).cpu()
-        if exclude_history:
-            for row in range(len(histories)):
-                scores[row, seen(row)] = float("-inf")
-        top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-        return ranks_from_scores(scores, targets), top
-    top, _ = recommender.top_k(histories, beam)
-    if exclude_history:
-        kept = torch.full_like(top, -1)
-        for row in range(len(histories)):
-            items = top[row][(top[row] >= 0) & ~torch.isin(top[row], seen(row))]
-            kept[row, :len(items)] = items
-        top = kept
-    return ranks_from_lists(top, targets), top
 
 
 def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
@@ -175,7 +146,8 @@ def evaluate_cli(
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the one the generator was trained "
                                                     "with).")] = None,
     split: Annotated[str, typer.Option(help="test (last item) or valid (second last).")] = "test",
-    beam_size: Annotated[int | None, typer.Option(help="Beam size of the generator (default: as trained).")] = None,
+    beam_size: Annotated[int | None, typer.Option(help="Beam size of the generator (default: as trained, at least "
+                                                        "the largest K).")] = None,
     ks: Annotated[str, typer.Option(help="Cut-offs K for Recall@K and NDCG@K.")] = "5,10",
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
     by_popularity: Annotated[bool, typer.Option(
@@ -183,9 +155,8 @@ def evaluate_cli(
                                 "target is, the mean popularity of the recommended items, and the share of "
                                 "recommendations already in the user's history.")] = False,
     exclude_history: Annotated[bool, typer.Option(
-        "--exclude-history", help="Rank only items the user has not interacted with (the target always stays). "
-                                  "A generator drops them from its beam, which may leave fewer than K items: "
-                                  "raise --beam-size.")] = False,
+        "--exclude-history", help="Rank only items the user has not interacted with (the target always stays); "
+                                  "a generator widens its beam by the history's length to still fill K.")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:

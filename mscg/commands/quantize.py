@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,9 +12,8 @@ import typer
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, provenance
 from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
-from mscg.console import info
+from mscg.console import info, render
 from mscg.errors import UsageError
-from mscg.models.quantizers import IMAGE_METHODS, METHODS
 
 DEFAULT_CODEBOOK_CAP = 256
 
@@ -53,34 +52,63 @@ def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddin
              data: Path | None = None, n_levels: int = 3, codebook_size: str = "auto", normalize: bool = True,
              seed: int = 0, device: str = "auto", force: bool = False, resume: bool = False,
              options: dict[str, Any] | None = None) -> QuantizeResult:
+    """Train the quantizer `method` and write it to OUTPUT. `options`: the method's training options and,
+    for rq-dino, architecture fields (the registry says which; anything else is refused)."""
+    from mscg.quantizers import QUANTIZERS
+    from mscg.training import distributed as dist
+
+    dist.init_from_env()
+    options = dict(options or {})
+    if modality not in MODALITIES:
+        raise UsageError(f"--modality {modality!r} must be one of: {', '.join(MODALITIES)}")
+    if method not in QUANTIZERS:
+        raise UsageError(f"--method {method!r} must be one of: {', '.join(QUANTIZERS)}")
+    kind = QUANTIZERS[method]
+    unknown = sorted(set(options) - kind.options())
+    if unknown:
+        why = " (it has no training loop)" if kind.training is None else ""
+        raise UsageError(f"--{unknown[0].replace('_', '-')} does not apply to --method {method}{why}; drop it")
+    training_fields = {f.name for f in fields(kind.training)} if kind.training is not None else set()
+    training = kind.training(**{k: v for k, v in options.items() if k in training_fields}) \
+        if kind.training is not None else None
+    config_fields = {k: v for k, v in options.items() if k not in training_fields}
+    if kind.reads == "images":
+        if modality != "image":
+            raise UsageError(f"--method {method} learns image codes from pixels; use it with --modality image")
+        if data is None:
+            raise UsageError(f"--method {method} trains on the item images: pass --data (the folder of items.jsonl)")
+        return quantize_images(output, kind, training, config_fields, data=data, n_levels=n_levels,
+                               codebook_size=codebook_size, seed=seed, device=device, force=force, resume=resume)
+    if embeddings is None:
+        raise UsageError(f"--method {method} quantizes vectors: pass --embeddings (made by `mscg embed`, "
+                         "`mscg collab` or `mscg import-embeddings`)")
+    return quantize_embeddings(output, kind, training, embeddings=embeddings, modality=modality, n_levels=n_levels,
+                               codebook_size=codebook_size, normalize=normalize, seed=seed, device=device,
+                               force=force, resume=resume)
+
+
+def check_training(training) -> None:
+    """Refuse bad epochs / batch size / learning rate before anything slow runs."""
+    from mscg.training.loop import LoopConfig
+
+    if training is not None:
+        given = {k: getattr(training, k) for k in ("epochs", "batch_size", "lr") if getattr(training, k) is not None}
+        LoopConfig(**{"epochs": 1, "batch_size": 1, "lr": 1e-3, **given}).check()
+
+
+def quantize_embeddings(output: Path, kind, training, *, embeddings: Path, modality: str, n_levels: int,
+                        codebook_size: str, normalize: bool, seed: int, device: str, force: bool,
+                        resume: bool) -> QuantizeResult:
     import torch
 
     from mscg.artifacts.codes import code_statistics
     from mscg.artifacts.embeddings import load_embeddings
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.training import distributed as dist
+    from mscg.training.loop import RESUME_FILE
 
-    dist.init_from_env()
-    options = options or {}
-    if modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r} must be one of: {', '.join(MODALITIES)}")
-    if method not in METHODS:
-        raise UsageError(f"--method {method!r} must be one of: {', '.join(METHODS)}")
-    if method in IMAGE_METHODS:
-        if modality != "image":
-            raise UsageError(f"--method {method} learns image codes from pixels; use it with --modality image")
-        if data is None:
-            raise UsageError(f"--method {method} trains on the item images: pass --data (the folder of items.jsonl)")
-        from mscg.commands.quantize_dino import quantize_rq_dino
-
-        return quantize_rq_dino(output, data=data, n_levels=n_levels, codebook_size=codebook_size, seed=seed,
-                                device=device, force=force, resume=resume, options=options)
-    if embeddings is None:
-        raise UsageError(f"--method {method} quantizes vectors: pass --embeddings (made by `mscg embed`, "
-                         "`mscg collab` or `mscg import-embeddings`)")
-    if method == "rq-kmeans" and options:
-        raise UsageError(f"--{next(iter(options)).replace('_', '-')} does not apply to --method rq-kmeans "
-                         "(it has no training loop); drop it")
+    method = kind.config.model_type
+    check_training(training)
     if dist.is_main():
         check_output(output, force=force, inputs=[embeddings])
     emb = load_embeddings(embeddings)
@@ -88,43 +116,107 @@ def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddin
         raise UsageError(f"--embeddings {embeddings} holds {emb.modality} embeddings, not {modality}; pass "
                          f"--modality {emb.modality} or the {modality} embeddings")
     sizes = parse_codebook_size(codebook_size, n_levels, len(emb.item_ids))
+    dev = dist.resolve_device(device)
     torch.manual_seed(seed)
     prov = provenance({"embeddings": embeddings}, seed)
-    if method == "rq-kmeans":
-        from mscg.models.rq_kmeans import RQKMeans, RQKMeansConfig
-
-        config = RQKMeansConfig(dim=emb.dim, codebook_sizes=sizes, normalize=normalize, modality=modality)
-        model = RQKMeans(config)
-        info(f"quantize: residual k-means, {n_levels} levels x {sizes[0]} codewords on {len(emb.item_ids):,} "
-             f"{modality} vectors")
-        model.fit(emb.vectors, seed=seed)
-        training: dict[str, Any] = {}
-    else:
-        from mscg.models.rqvae import fit_rqvae
-
-        info(f"quantize: RQ-VAE, {n_levels} levels x {sizes[0]} codewords on {len(emb.item_ids):,} {modality} vectors")
-
-        model, config, training = fit_rqvae(emb, sizes, normalize=normalize, seed=seed, device=device,
-                                            output=output, force=force, resume=resume, options=options)
-    model = model.cpu().eval()
-    codes = model.encode(emb.vectors).numpy()
-    stats = code_statistics(codes, sizes)
-    stats["reconstruction_mse"] = model.reconstruction_error(emb.vectors)
-    if dist.is_main():
-        with main_rank_output(output, main=True, force=force, inputs=[embeddings], resumable=method != "rq-kmeans",
-                              resume=resume) as tmp:
-            (tmp / "resume.pt").unlink(missing_ok=True)
+    config = kind.config(dim=emb.dim, codebook_sizes=sizes, normalize=normalize, modality=modality)
+    name = "residual k-means" if method == "rq-kmeans" else "RQ-VAE"
+    info(f"quantize: {name}, {n_levels} levels x {sizes[0]} codewords on {len(emb.item_ids):,} {modality} vectors")
+    with main_rank_output(output, main=dist.is_main(), force=force, inputs=[embeddings],
+                          resumable=training is not None, resume=resume) as tmp:
+        events = kind.fit(config, training, emb.vectors, emb.item_ids, seed=seed, device=dev, checkpoint_dir=tmp,
+                          resume=resume, source=str(emb.path or "the embeddings"))
+        model, summary = render(events, f"quantize ({method})", quiet=not dist.is_main())
+        model = model.cpu().eval()
+        codes = model.encode(emb.vectors).numpy()
+        stats = code_statistics(codes, sizes)
+        stats["reconstruction_mse"] = model.reconstruction_error(emb.vectors)
+        if dist.is_main():
+            (tmp / RESUME_FILE).unlink(missing_ok=True)
             save_model_dir(tmp, "quantizer", model, config.to_json(), modality=modality, method=method,
-                           input={"embeddings": str(Path(embeddings).resolve())}, stats=stats, training=training,
+                           input={"embeddings": str(Path(embeddings).resolve())}, stats=stats, training=summary,
                            provenance=prov)
     dist.barrier()
     return QuantizeResult(method, modality, len(emb.item_ids), sizes, stats)
 
 
+def quantize_images(output: Path, kind, training, config_fields: dict[str, Any], *, data: Path, n_levels: int,
+                    codebook_size: str, seed: int, device: str, force: bool, resume: bool) -> QuantizeResult:
+    from mscg.artifacts.modeldir import save_model_dir
+    from mscg.data.items import load_catalogue
+    from mscg.data.split import dataset_files
+    from mscg.encoders.image import decode_images
+    from mscg.training import distributed as dist
+    from mscg.training.loop import RESUME_FILE
+
+    method = kind.config.model_type
+    items_path, _ = dataset_files(data)
+    if dist.is_main():
+        check_output(output, force=force, inputs=[items_path])  # fail before the slow part
+    catalogue = load_catalogue(items_path)
+    n_imaged = sum(p is not None for p in catalogue.images)
+    sizes = parse_codebook_size(codebook_size, n_levels, n_imaged)
+    config = rq_dino_config(sizes, config_fields)
+    check_training(training)
+    dev = dist.resolve_device(device)
+    rows, images, skipped = decode_images(catalogue, config.cache_size, skip_bad_images=training.skip_bad_images)
+    prov = provenance({"items": items_path}, seed)
+
+    def announce(plan: dict[str, Any]) -> None:
+        if dist.is_main():
+            info(f"quantize: {method} ({config.backbone}) on {len(rows):,} images, {n_levels} levels x {sizes[0]} "
+                 f"codewords; {plan['epochs']} epochs of {plan['steps_per_epoch']} steps, crops "
+                 f"{config.image_size}/{config.local_size} px"
+                 + (f" ({skipped:,} unreadable images skipped)" if skipped else ""))
+
+    with main_rank_output(output, main=dist.is_main(), force=force, inputs=[items_path], resumable=True,
+                          resume=resume) as tmp:
+        events = kind.fit(config, training, images, seed=seed, device=dev, checkpoint_dir=tmp, resume=resume,
+                          fingerprint={"inputs": prov["inputs"], "skipped_unreadable": skipped})
+        model, summary, _, stats = render(events, f"quantize ({method})", quiet=not dist.is_main(),
+                                          on_info=announce)
+        stats["skipped_unreadable"] = skipped
+        if dist.is_main():
+            (tmp / RESUME_FILE).unlink(missing_ok=True)
+            save_model_dir(tmp, "quantizer", model, config.to_json(), modality="image", method=method,
+                           input={"items": str(Path(items_path).resolve())}, stats=stats,
+                           training={**summary, "skipped_unreadable": skipped}, provenance=prov)
+    dist.barrier()
+    return QuantizeResult(method, "image", len(rows), sizes, stats)
+
+
+def rq_dino_config(sizes: list[int], fields: dict[str, Any]):
+    """The RQ-DINO architecture from quantize's options (config fields), each checked with its flag named."""
+    from mscg.models.rq_dino import BACKBONES, EFFICIENTNET_BLOCKS, RQDINOConfig
+
+    fields = dict(fields)
+    backbone = fields.get("backbone", "efficientnet-lite0")
+    if backbone not in BACKBONES:
+        raise UsageError(f"--backbone {backbone!r} must be one of: {', '.join(BACKBONES)}")
+    if "image_size" in fields and "local_size" not in fields:
+        fields["local_size"] = max(16, round(fields["image_size"] * 3 / 7))  # DINO's 96 for 224
+    config = RQDINOConfig(codebook_sizes=sizes, **fields)
+    if config.image_size < 32 or config.local_size < 16:
+        raise UsageError(f"--image-size {config.image_size} is too small; use at least 32 pixels (default 112)")
+    if config.n_local < 0:
+        raise UsageError("n_local must be 0 or more")
+    if backbone == "efficientnet-lite0" and not 0 <= config.train_blocks <= EFFICIENTNET_BLOCKS:
+        raise UsageError(f"train_blocks {config.train_blocks} must be between 0 and {EFFICIENTNET_BLOCKS} "
+                         "(EfficientNet-Lite0's blocks)")
+    if backbone == "vit-small":
+        if config.vit_dim % config.vit_heads:
+            raise UsageError(f"vit_dim {config.vit_dim} must be divisible by vit_heads {config.vit_heads}")
+        if config.local_size < config.patch_size:
+            raise UsageError(f"local crops of {config.local_size} px are smaller than a {config.patch_size} px patch; "
+                             "raise --image-size")
+    return config
+
+
 def describe_stats(stats: dict[str, Any]) -> str:
     usage = "/".join(f"{u:.0%}" for u in stats.get("codebook_usage", []))
     text = (f"codebook usage per level {usage}; {stats.get('unique_codes', 0):,} distinct codes, "
-            f"collision rate {stats.get('collision_rate', 0):.1%} (largest group {stats.get('largest_collision_group')})")
+            f"collision rate {stats.get('collision_rate', 0):.1%} "
+            f"(largest group {stats.get('largest_collision_group')})")
     if "before_refit" in stats:
         before = stats["before_refit"]
         text += (f" (trained codebooks before the k-means refit: usage "
@@ -139,10 +231,12 @@ def describe_stats(stats: dict[str, Any]) -> str:
 def quantize_cli(
     output: OutputOpt,
     modality: Annotated[str, typer.Option(help="text, image or collab.", show_default=False)],
-    embeddings: Annotated[Path | None, typer.Option(help="Embeddings directory to quantize (rq-kmeans, rq-vae).")] = None,
+    embeddings: Annotated[Path | None, typer.Option(help="Embeddings directory to quantize "
+                                                         "(rq-kmeans, rq-vae).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of items.jsonl (rq-dino trains on its "
                                                                    "images).")] = None,
-    method: Annotated[str, typer.Option(help="rq-kmeans, rq-vae, or rq-dino (images).")] = "rq-kmeans",
+    method: Annotated[str, typer.Option(help="rq-kmeans, rq-vae, or rq-dino "
+                                             "(learns from the item images).")] = "rq-kmeans",
     n_levels: Annotated[int, typer.Option(help="Quantizer levels (a collision level is added by assign-codes).")] = 3,
     codebook_size: Annotated[str, typer.Option(help="Codewords per level: auto (the smallest power of two >= "
                                                     "sqrt(items), at most 256), N, or N1,N2,N3.")] = "auto",

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 
 from mscg.artifacts.atomic import check_output, write_text_atomic
@@ -55,31 +54,17 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
     if output != "-":
         check_output(Path(output), force=force, inputs=inputs)
     dev = resolve_device(device)
-    recommender = load_recommender(model_path, dev, beam_size=beam_size if beam_size is not None else None,
-                                   codes_path=codes)
-    if getattr(recommender, "beam_size", None) is not None and k > recommender.beam_size:
-        if beam_size is not None:
-            raise UsageError(f"-k {k} is larger than --beam-size {beam_size}; raise --beam-size to at least {k}")
-        recommender.beam_size = k
+    recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes)
+    if recommender.kind == "mscg-generator" and beam_size is not None and k > beam_size:
+        raise UsageError(f"-k {k} is larger than --beam-size {beam_size}; raise --beam-size to at least {k}")
     index = {item_id: i for i, item_id in enumerate(recommender.item_ids)}
     users, histories, skipped = read_histories(histories_path, index, skip_unknown)
     lines = []
-    trained_beam = getattr(recommender, "beam_size", None)
     for start in range(0, len(users), batch_size):
         batch = histories[start:start + batch_size]
-        wanted = k
-        if exclude_history:  # ask for enough items that K remain once the history is removed
-            wanted = min(k + max(len(set(h.tolist())) for h in batch), len(recommender.item_ids))
-            if trained_beam is not None and beam_size is None:
-                recommender.beam_size = max(trained_beam, wanted)
-            wanted = min(wanted, getattr(recommender, "beam_size", None) or wanted)
-        items, scores = recommender.top_k(batch, wanted)
+        items, scores = recommender.top_k(batch, k, exclude_history=exclude_history)
         for row, user_id in enumerate(users[start:start + batch_size]):
             keep = items[row] >= 0
-            if exclude_history:
-                seen = torch.as_tensor(batch[row], device=items.device)
-                keep &= ~torch.isin(items[row], seen)
-                keep &= keep.cumsum(0) <= k
             lines.append(write_jsonl_line({
                 "user_id": user_id,
                 "items": [recommender.item_ids[i] for i in items[row][keep].tolist()],
@@ -105,11 +90,12 @@ def recommend_cli(
                                                                "writes stdout.")] = "-",
     k: Annotated[int, typer.Option("-k", "--k", help="Items per user.")] = 10,
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own).")] = None,
-    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained, at least K).")] = None,
+    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained, "
+                                                       "at least K).")] = None,
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
     skip_unknown: Annotated[bool, typer.Option(help="Ignore history items the model does not know.")] = False,
-    exclude_history: Annotated[bool, typer.Option(help="Leave out items already in the user's history (the "
-                                                        "generator searches a wider beam to still return K).")] = False,
+    exclude_history: Annotated[bool, typer.Option(help="Leave out items already in the user's history (a "
+                                                        "generator widens its beam to still return K).")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:

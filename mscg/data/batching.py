@@ -16,3 +16,12 @@ def left_pad(sequences: Sequence[np.ndarray], length: int, *, pad: int, offset: 
         if len(tail):
             out[row, length - len(tail):] = tail + offset
     return torch.from_numpy(out)
+
+
+def seen_items(histories: Sequence[np.ndarray], keep: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Per user, the items of the history, less `keep[row]` (an evaluation target stays rankable)."""
+    out = []
+    for row, history in enumerate(histories):
+        items = torch.as_tensor(np.asarray(history), dtype=torch.long)
+        out.append(items[items != keep[row]] if keep is not None else items)
+    return out

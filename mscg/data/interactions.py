@@ -47,7 +47,8 @@ def load_interactions(path: Path, catalogue: Catalogue) -> Interactions:
             with_time, first_line = timestamp is not None, line_no
         elif with_time != (timestamp is not None):
             raise DataError(f"{where}: \"timestamp\" is {'missing' if with_time else 'present'} here but "
-                            f"{'present' if with_time else 'missing'} on line {first_line}; give every line a timestamp or none")
+                            f"{'present' if with_time else 'missing'} on line {first_line}; "
+                            "give every line a timestamp or none")
         users.append(user_index.setdefault(user_id, len(user_index)))
         items.append(item)
         if with_time:

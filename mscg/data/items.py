@@ -44,7 +44,8 @@ def load_catalogue(path: Path) -> Catalogue:
             raise DataError(f"{where}: \"text\" of item {item_id!r} is empty; omit the field for items without text")
         image = field_str(obj, "image", where, required=False)
         if image is not None and not image.strip():
-            raise DataError(f"{where}: \"image\" of item {item_id!r} is empty; omit the field for items without an image")
+            raise DataError(f"{where}: \"image\" of item {item_id!r} is empty; "
+                            "omit the field for items without an image")
         first_line[item_id] = line_no
         item_ids.append(item_id)
         texts.append(text)

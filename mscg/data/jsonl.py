@@ -38,7 +38,8 @@ def _parse_lines(stream, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
             obj = json.loads(line, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError, RecursionError) as e:
             reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
-            raise DataError(f"{name} line {line_no}: malformed JSON ({reason}); write one JSON object per line") from None
+            raise DataError(f"{name} line {line_no}: malformed JSON ({reason}); "
+                            "write one JSON object per line") from None
         if not isinstance(obj, dict):
             raise DataError(f"{name} line {line_no}: expected a JSON object, found {type(obj).__name__}; "
                             "write one JSON object per line")

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mscg.artifacts.codes import BOS
 from mscg.decoding.trie import CodeTrie
 from mscg.models.generator import Generator
+from mscg.models.vocabulary import BOS
 
 
 class IncrementalDecoder:
@@ -51,7 +51,8 @@ class IncrementalDecoder:
         self.cross_mask = torch.zeros(B, 1, 1, T, dtype=states.dtype, device=states.device)
         self.cross_mask.masked_fill_(mask[:, None, None, :] == 0, float("-inf"))
         # Self-attention q, k, v as one projection per layer (T5's are bias-free): one matmul, not three.
-        self.qkv = [torch.cat([a.q.weight, a.k.weight, a.v.weight]) for a in (b.layer[0].SelfAttention for b in self.blocks)]
+        self.qkv = [torch.cat([a.q.weight, a.k.weight, a.v.weight])
+                    for a in (b.layer[0].SelfAttention for b in self.blocks)]
         # past[i][j] = (key, value) of position j in layer i: (N, h, 1, d_kv) each
         self.past: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.blocks]
         self.steps = 0
@@ -153,7 +154,8 @@ def last_level_log_probs(model: Generator, decoder: IncrementalDecoder, tokens: 
 
 
 @torch.no_grad()
-def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie,
+                beam_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """history: (B, H, S) tokens -> items (B, beam_size) (-1 where fewer items exist), scores (B, beam_size).
 
     Items are sorted by score, best first.

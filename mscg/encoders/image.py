@@ -121,6 +121,21 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
+def decode_images(catalogue: Catalogue, short_side: int, *,
+                  skip_bad_images: bool) -> tuple[list[int], list[torch.Tensor], int]:
+    """(catalogue rows, uint8 (3, H, W) images with short side `short_side`, unreadable images skipped)."""
+    reader = CatalogueImages(catalogue, skip_bad_images=skip_bad_images)
+    rows: list[int] = []
+    images: list[torch.Tensor] = []
+    for batch_rows, batch in reader.batches(lambda img: to_uint8_tensor(resize_short(img, short_side)),
+                                            batch_size=256, description="decode images"):
+        rows.extend(batch_rows)
+        images.extend(batch)
+    if not rows:
+        raise reader.none_readable("learn codes from")
+    return rows, images, reader.skipped
+
+
 def centre_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
@@ -187,7 +202,8 @@ def load_hf_image_model(model_dir: Path, device: torch.device):
         model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise DataError(f"--model {path} could not be loaded as an image model ({str(e).splitlines()[0]}); pass a "
-                        "local Hugging Face image model directory with its preprocessor_config.json and safetensors weights") from None
+                        "local Hugging Face image model directory with its preprocessor_config.json and "
+                        "safetensors weights") from None
     return processor, model.to(device).eval()
 
 

@@ -38,7 +38,8 @@ def load_text_model(model_dir: Path | None, device: torch.device):
         model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise DataError(f"--model {path} could not be loaded ({str(e).splitlines()[0]}); pass a complete local "
-                        "Hugging Face model directory with safetensors weights (mscg never loads pickled weights)") from None
+                        "Hugging Face model directory with safetensors weights "
+                        "(mscg never loads pickled weights)") from None
     return tokenizer, model.to(device).eval()
 
 

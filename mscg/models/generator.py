@@ -7,7 +7,7 @@ Decoder output: the next item's codes in one modality (collab by default), one l
 Paper: Vandenhirtz et al., "Multimodal Generative Recommendation for Fusing Semantic and
 Collaborative Signals", arXiv 2602.03713 (MSCGRec).
 
-NOTE (our interpretation, see docs): "dual position embeddings" = token embedding + an embedding of
+NOTE (our interpretation, README "The model"): "dual position embeddings" = token embedding + an embedding of
 the item's position in the history (0 = most recent) + an embedding of the token's code slot
 (modality, level); both are added to T5's shared token embedding (T5's relative attention bias stays).
 NOTE: constrained sequence learning normalises the softmax at each target step over the children of
@@ -17,39 +17,50 @@ or over the whole vocabulary ("off").
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import T5Config, T5ForConditionalGeneration
 
-from mscg.artifacts.codes import BOS, PAD, Vocabulary
+from mscg.models.config import JsonConfig
+from mscg.models.vocabulary import BOS, PAD, Vocabulary
 
+CONSTRAINTS = ("trie", "level", "off")
+HISTORY_ENCODINGS = ("items", "tokens")
 
 
 @dataclass
-class GeneratorConfig:
-    vocabulary: dict[str, Any]
-    modalities: list[str]  # input modalities, in vocabulary order
+class GeneratorConfig(JsonConfig):
+    """The generator's architecture; its defaults are `mscg train`'s. The vocabulary and the input
+    modalities come from the codes artifact (`train` fills them in)."""
+
+    vocabulary: dict[str, Any] = field(default_factory=dict)
+    modalities: list[str] = field(default_factory=list)  # input modalities, in vocabulary order
     decode_modality: str = "collab"
     max_history: int = 20
     d_model: int = 128
-    n_layers: int = 4
-    n_decoder_layers: int = 4
+    n_layers: int = 2  # encoder layers
+    n_decoder_layers: int | None = None  # None: as many as n_layers
     n_heads: int = 4
     d_ff: int = 512
     dropout: float = 0.1
     dual_positions: bool = True
-    history_encoding: str = "tokens"  # "tokens": one encoder position per code token; "items": per item
-    constraint: str = "trie"
+    history_encoding: str = "items"  # "items": one encoder position per history item; "tokens": per code token
+    constraint: str = "trie"  # one of CONSTRAINTS
     modality_mask_prob: float = 0.1
-    extra: dict[str, Any] = field(default_factory=dict)
     model_type: str = "mscg-generator"
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        if self.n_decoder_layers is None:
+            self.n_decoder_layers = self.n_layers
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> GeneratorConfig:
+        if obj.get("extra") == {}:  # written (empty, never read) by mscg 0.1.0
+            obj = {k: v for k, v in obj.items() if k != "extra"}
+        return super().from_json(obj)
 
     @property
     def vocab(self) -> Vocabulary:
@@ -59,7 +70,10 @@ class GeneratorConfig:
         vocab = self.vocab
         return [c for m in vocab.modalities if m in self.modalities for c in vocab.columns_of(m)]
 
-    def t5_config(self) -> T5Config:
+    def t5_config(self):
+        """The transformers T5Config of this architecture (transformers is imported here, not at start-up)."""
+        from transformers import T5Config
+
         return T5Config(
             vocab_size=self.vocab.size, d_model=self.d_model, d_kv=self.d_model // self.n_heads, d_ff=self.d_ff,
             num_layers=self.n_layers, num_decoder_layers=self.n_decoder_layers, num_heads=self.n_heads,
@@ -71,6 +85,8 @@ class GeneratorConfig:
 
 class Generator(nn.Module):
     def __init__(self, config: GeneratorConfig):
+        from transformers import T5ForConditionalGeneration
+
         super().__init__()
         self.config = config
         vocab = config.vocab

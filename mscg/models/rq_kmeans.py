@@ -1,30 +1,29 @@
 """Residual k-means (`rq-kmeans`): k-means on the vectors, then on the residuals, level by level.
 
-No training loop: the codebooks are the k-means centres. Vectors are L2-normalised first by default
-(cosine geometry, so that text, image and collaborative tables are on one scale).
+No training loop: the codebooks are the k-means centres (`mscg.training.rq_kmeans.fit_rq_kmeans`).
+Vectors are L2-normalised first by default (cosine geometry, so that text, image and collaborative
+tables are on one scale).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mscg.models.config import JsonConfig
 from mscg.models.residual_quantizer import ResidualQuantizer
 
 
 @dataclass
-class RQKMeansConfig:
+class RQKMeansConfig(JsonConfig):
     dim: int
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
     normalize: bool = True
     modality: str = "text"
     model_type: str = "rq-kmeans"
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class RQKMeans(nn.Module):
@@ -35,9 +34,6 @@ class RQKMeans(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.config.normalize else x
-
-    def fit(self, x: torch.Tensor, *, seed: int) -> None:
-        self.rq.init_kmeans(self.prepare(x), seed=seed)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

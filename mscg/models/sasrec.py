@@ -9,18 +9,20 @@ public reproductions find markedly stronger. Pre-LayerNorm blocks, GELU feed-for
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mscg.models.config import JsonConfig
 
 PAD_ITEM = 0  # item index i is stored as i + 1; 0 pads the left of short histories
 INIT_STD = 0.02
 
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(JsonConfig):
     n_items: int
     max_history: int = 50
     d_model: int = 64
@@ -28,9 +30,6 @@ class SASRecConfig:
     n_heads: int = 2
     dropout: float = 0.2
     model_type: str = "sasrec"
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class CausalBlock(nn.Module):

@@ -1,1 +1,1 @@
-"""The shared training loop, distributed (torchrun + DDP) helpers, and resume checkpoints."""
+"""Training: the shared loop (events, resume checkpoints, DDP) and one fit per trained stage."""

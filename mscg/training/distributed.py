@@ -60,15 +60,6 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def broadcast_object(obj):
-    """Rank 0's value of `obj` on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def shard(n: int) -> range:
     """This rank's share of range(n) (strided, so every rank gets a similar mix)."""
     return range(rank(), n, world_size())

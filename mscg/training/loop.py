@@ -1,9 +1,10 @@
 """The shared training loop: it yields events and prints nothing; commands render them.
 
 Samples come from a `BatchSource` (len + vectorised `batch(indices)`); `model(**batch)` returns the
-loss. The loop owns shuffling (seeded per epoch, DistributedSampler under torchrun), AdamW with
-warm-up + cosine decay, gradient clipping, bf16 autocast on CUDA, early stopping on a validation
-metric (higher is better), and resume checkpoints in the output's partial directory.
+loss. The iterator's return value (`result = yield from train_loop(...)`) is the `LoopResult`. The loop
+owns shuffling (seeded per epoch, DistributedSampler under torchrun), AdamW with warm-up + cosine decay,
+gradient clipping, bf16 autocast on CUDA, early stopping on a validation metric (higher is better), and
+resume checkpoints in the output's partial directory.
 
 Resume is exact on CPU: the checkpoint holds model, optimizer, scheduler, RNG state and the position
 inside the epoch, and each epoch's sample order is a pure function of (seed, epoch).
@@ -11,12 +12,13 @@ inside the epoch, and each epoch's sample order is a pure function of (seed, epo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +51,7 @@ class LoopConfig:
     patience: int = 5  # epochs without a better validation metric before stopping
     grad_clip: float = 1.0
     seed: int = 0
-    precision: str = "bf16"  # on CUDA: "bf16" (autocast) or "fp32" (train/collab pass fp32); the CPU always uses fp32
+    precision: str = "fp32"  # on CUDA: "fp32" or "bf16" (autocast); the CPU always trains in fp32
     # also checkpointed at every epoch end; MSCG_CHECKPOINT_SECONDS overrides the default
     checkpoint_seconds: float = field(default_factory=lambda: _env_seconds("MSCG_CHECKPOINT_SECONDS", 300.0))
 
@@ -69,7 +71,7 @@ class LoopConfig:
 
 @dataclass
 class Event:
-    kind: str  # "start" | "step" | "epoch" | "done"
+    kind: str  # "start" | "step" | "epoch" | "done" | "phase" (a pass outside the loop: step of total_steps)
     epoch: int = 0
     step: int = 0
     total_steps: int = 0
@@ -86,10 +88,16 @@ class LoopResult:
     best_metric: float | None = None
     best_epoch: int | None = None
     epochs_run: int = 0
+    steps: int = 0  # optimizer steps in all (a resumed run counts those before the interruption)
     seconds: float = 0.0
     samples_per_second: float = 0.0
     precision: str = "fp32"  # the arithmetic training ran in
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def best_scores(self) -> dict[str, float]:
+        """The validation metrics of the best epoch (empty without validation)."""
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), {})
+        return {k: v for k, v in best.items() if k != "epoch"}
 
     def summary(self) -> dict[str, Any]:
         """What a model directory records about its training."""
@@ -111,12 +119,12 @@ def train_loop(
     fingerprint: dict[str, Any] | None = None,
     after_step: Callable[[torch.nn.Module, int, int], None] | None = None,
     result: LoopResult | None = None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, LoopResult]:
     """Train `model` in place; at the end it holds the best validated weights (or the last ones).
 
     `validate(model)` returns sums over this rank's share of users plus "count"; the loop adds them
     over ranks and divides. `after_step(model, step, total_steps)` runs after each optimizer step
-    (e.g. an EMA teacher update). `result` is filled in as training goes.
+    (e.g. an EMA teacher update). `result` is filled in as training goes, and returned at the end.
     """
     config.check()
     result = result if result is not None else LoopResult()
@@ -131,7 +139,7 @@ def train_loop(
     optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config))
     bf16 = device.type == "cuda" and config.precision == "bf16"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else _nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     result.precision = "bf16" if bf16 else "fp32"
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
@@ -200,7 +208,7 @@ def train_loop(
             state["history"].append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in scores.items()}})
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
-        result.epochs_run = state["epoch"]
+        result.epochs_run, result.steps = state["epoch"], state["step"]
         result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
         result.history = list(state["history"])
         yield Event("epoch", epoch=epoch + 1, step=state["step"], total_steps=total_steps,
@@ -211,10 +219,21 @@ def train_loop(
 
     if best_state is not None:
         core.load_state_dict(best_state)
+    # (again here: a resumed run whose epochs were all done runs none above)
+    result.epochs_run, result.steps = state["epoch"], state["step"]
+    result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
+    result.history = list(state["history"])
     result.seconds = time.perf_counter() - started
     result.samples_per_second = samples_seen * dist.world_size() / max(result.seconds, 1e-9)
     yield Event("done", epoch=state["epoch"], step=state["step"], total_steps=total_steps,
                 metric=state["best_metric"])
+    return result
+
+
+def with_model(events: Generator[Event, None, LoopResult], model: torch.nn.Module):
+    """The loop's events, returning (model, LoopResult): what every fit hands back."""
+    result = yield from events
+    return model, result
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -225,6 +244,12 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def _warmup_cosine(total_steps: int, config: LoopConfig) -> Callable[[int], float]:
+    """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to `min_lr_ratio`.
+
+    NOTE: transformers' `get_cosine_with_min_lr_schedule_with_warmup` is this schedule shifted by one step
+    (its first step has learning rate 0); taking it would change every trained model, so it waits for a
+    change that moves results anyway (the training-regime work).
+    """
     warmup = max(1, int(total_steps * config.warmup_fraction))
 
     def factor(step: int) -> float:
@@ -234,14 +259,6 @@ def _warmup_cosine(total_steps: int, config: LoopConfig) -> Callable[[int], floa
         return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state, best_state, fingerprint) -> None:

@@ -169,7 +169,7 @@ def test_collab_starts_from_another_modality(data_dir: Path, pipeline: Path, tmp
     from safetensors.torch import load_file
 
     from mscg.artifacts.embeddings import load_embeddings
-    from mscg.commands.collab import content_start
+    from mscg.training.sasrec import content_start
 
     short = ["--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--epochs", "1", "--max-history", "10"]
     mscg("collab", "-d", data_dir, "-o", tmp_path / "init", "--init-embeddings", pipeline / "emb_text", *short)

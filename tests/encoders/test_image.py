@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,53 +14,13 @@ from mscg.data.items import load_catalogue
 from mscg.encoders import augment
 from mscg.encoders.image import CatalogueImages, embed_images, read_image
 from mscg.errors import DataError
+from tests.conftest import SHARED_DATA
+from tests.helpers import bad_files, image_catalogue, pattern_image, uint8_images
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-POSTERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k-posters" / "posters"
+POSTERS = SHARED_DATA / "ml-100k-posters" / "posters"
 CPU = torch.device("cpu")
-
-
-# ---- helpers (also used by test_rq_dino.py) ---------------------------------------------------------
-
-def pattern_image(kind: int, *, size: tuple[int, int] = (40, 56), seed: int = 0) -> Image.Image:
-    """A small RGB image of one of 4 kinds (stripes, columns, checks, blobs) with seeded noise."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = [np.sin(yy / 3.0), np.sin(xx / 3.0), np.sign(np.sin(xx / 4.0) * np.sin(yy / 4.0)),
-            np.exp(-((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (0.1 * w * h))][kind % 4]
-    colour = np.array([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])[kind % 4]
-    pixels = (0.5 + 0.4 * base)[..., None] * colour + 0.05 * rng.standard_normal((h, w, 3))
-    return Image.fromarray((pixels.clip(0, 1) * 255).astype(np.uint8), "RGB")
-
-
-def image_catalogue(root: Path, n: int = 8, *, extra: list[dict] | None = None, without_image: int = 1) -> Path:
-    """DATA/items.jsonl with `n` small JPEG/PNG images (relative paths), items without an image, and `extra`."""
-    data = root / "data"
-    (data / "img").mkdir(parents=True, exist_ok=True)
-    records = []
-    for k in range(n):
-        name = f"img/{k}.{'png' if k % 3 == 0 else 'jpg'}"
-        pattern_image(k, seed=k).save(data / name)
-        records.append({"item_id": f"i{k}", "text": f"item {k}", "image": name})
-    for k in range(without_image):
-        records.append({"item_id": f"noimg{k}", "text": "no picture"})
-    records.extend(extra or [])
-    (data / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    (data / "interactions.jsonl").write_text("", encoding="utf-8")
-    return data
-
-
-def bad_files(data: Path) -> list[dict]:
-    """A missing, a zero-byte and a corrupt (truncated JPEG) image, as items.jsonl records."""
-    (data / "img").mkdir(parents=True, exist_ok=True)
-    (data / "img" / "empty.jpg").write_bytes(b"")
-    good = data / "img" / "whole.jpg"
-    pattern_image(1, size=(64, 64)).save(good, quality=95)
-    (data / "img" / "truncated.jpg").write_bytes(good.read_bytes()[:200])
-    return [{"item_id": "missing", "image": "img/nope.jpg"}, {"item_id": "empty", "image": "img/empty.jpg"},
-            {"item_id": "corrupt", "image": "img/truncated.jpg"}]
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -157,12 +116,6 @@ def test_real_posters_embed_near_their_own_copies(tmp_path: Path):
 
 
 # ---- augmentation ------------------------------------------------------------------------------------
-
-def uint8_images(n: int = 3) -> list[torch.Tensor]:
-    from mscg.encoders.image import to_uint8_tensor
-
-    return [to_uint8_tensor(pattern_image(k, size=(40 + 7 * k, 56), seed=k)) for k in range(n)]
-
 
 def test_multi_crop_shapes_ranges_and_seed():
     crop = augment.MultiCrop(global_size=32, local_size=16, n_local=3)

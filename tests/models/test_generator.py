@@ -46,7 +46,8 @@ def test_trie_tables_match_the_codes():
         assert node == item
     valid = {tuple(c) for c in codes.tolist()}
     for prefix in itertools.product(*[range(s) for s in sizes[:2]]):
-        allowed = trie.next_node[1][trie.next_node[0][0, prefix[0]]] >= 0 if trie.next_node[0][0, prefix[0]] >= 0 else None
+        allowed = (trie.next_node[1][trie.next_node[0][0, prefix[0]]] >= 0
+                   if trie.next_node[0][0, prefix[0]] >= 0 else None)
         if allowed is not None:
             assert bool(allowed[prefix[1]]) == any(v[:2] == prefix for v in valid)
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mscg.artifacts.atomic import partial_path
-from tests.test_bad_input import build_tiny_pipeline, invoke, one_thread  # noqa: F401 (fixture)
+from tests.helpers import build_tiny_pipeline, invoke, one_thread  # noqa: F401 (fixture)
 
 STEP_CHECKPOINTS = {"MSCG_CHECKPOINT_SECONDS": "0"}  # the forked run checkpoints after every step
 
@@ -203,9 +203,6 @@ def test_resume_refuses_other_settings(pipe, tmp_path):
 
 
 def test_rqvae_resumes_after_kill(pipe, tmp_path):
-    rqvae = pytest.importorskip("mscg.models.rqvae", reason="rq-vae is not written yet")
-    if "resume" not in rqvae.fit_rqvae.__code__.co_varnames:
-        pytest.skip("rq-vae does not support --resume yet")
     out, ref = tmp_path / "q", tmp_path / "ref"
     args = ["quantize", "--embeddings", pipe.emb_text, "-o", out, *RQVAE]
 

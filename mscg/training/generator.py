@@ -1,0 +1,68 @@
+"""Training the MSCGRec generator (`mscg train`): every training prefix of every user is one sample; the
+loss is the constrained cross-entropy of the next item's codes; early stopping on validation NDCG@10 of
+trie-constrained beam search."""
+
+from __future__ import annotations
+
+from collections.abc import Generator as GeneratorType
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mscg.artifacts.codes import Codes
+from mscg.data.samples import GeneratorSamples
+from mscg.data.split import Dataset
+from mscg.errors import DataError
+from mscg.generator_recommender import DEFAULT_BEAM_SIZE, GeneratorRecommender, generator_parts
+from mscg.models.generator import Generator, GeneratorConfig
+from mscg.training import distributed as dist
+from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
+from mscg.training.validation import validation_sums
+
+# `mscg train`'s training defaults (the model's are GeneratorConfig's).
+GENERATOR_LOOP = LoopConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=0.01, patience=5)
+DEFAULT_VALID_USERS = 10_000  # validated after each epoch (a seeded sample when there are more)
+
+
+def validation_users(n_users: int, valid_users: int, seed: int) -> np.ndarray:
+    """The users validated after each epoch: all of them, or a seeded sample of `valid_users`, sorted."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n_users)[:valid_users])
+
+
+def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: Dataset, *, device: torch.device,
+                  valid_users: int = DEFAULT_VALID_USERS, beam_size: int = DEFAULT_BEAM_SIZE,
+                  checkpoint_dir: Path | None = None, resume: bool = False, fingerprint: dict[str, Any] | None = None,
+                  ) -> GeneratorType[Event, None, tuple[Generator, LoopResult]]:
+    """Train the generator on the training prefixes of `ds` over the codes of its catalogue.
+
+    Yields an "info" event (samples, parameters), then the loop's events; returns (the model with its
+    best validated weights, the loop's result).
+    """
+    torch.manual_seed(loop.seed)
+    model = Generator(config)
+    history_tokens, target_codes, trie = generator_parts(codes, config)
+    vocab = codes.vocab
+    samples = GeneratorSamples(
+        ds.split, history_tokens, target_codes=target_codes, trie=trie, slot_modality=model.slot_modality,
+        mask_tokens=torch.tensor([vocab.mask_token(m) for m in config.modalities]), mask_prob=config.modality_mask_prob,
+    )
+    if len(samples) == 0:
+        raise DataError(f"no training sample has a target with {config.decode_modality} codes; check --decode and "
+                        "the codes")
+    recommender = GeneratorRecommender(model, codes, device, beam_size)
+    chosen = validation_users(len(ds.split), valid_users, loop.seed)
+    mine = chosen[list(dist.shard(len(chosen)))]
+
+    def validate(core: Generator) -> dict[str, float]:
+        recommender.model = core
+        return validation_sums(recommender, ds.split, mine, batch_size=256)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    yield Event("info", info={"samples": len(samples), "parameters": n_params, "valid_users": len(chosen)})
+    events = train_loop(model, samples, loop, device=device, validate=validate, checkpoint_dir=checkpoint_dir,
+                        resume=resume, fingerprint={"model": config.to_json(), **(fingerprint or {}),
+                                                    "valid_users": valid_users, "beam_size": beam_size})
+    return (yield from with_model(events, model))

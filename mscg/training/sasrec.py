@@ -1,0 +1,75 @@
+"""Training SASRec (`mscg collab`): full-softmax next-item loss on every position of each training window,
+early stopping on validation NDCG@10."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mscg.data.samples import SASRecWindows
+from mscg.data.split import Dataset
+from mscg.errors import DataError
+from mscg.models.sasrec import SASRec, SASRecConfig
+from mscg.recommenders import SASRecRecommender
+from mscg.training import distributed as dist
+from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
+from mscg.training.validation import validation_sums
+
+# `mscg collab`'s training defaults (the model's are SASRecConfig's).
+SASREC_LOOP = LoopConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)
+
+
+def content_start(emb, item_ids: list[str], d_model: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Another modality's embeddings (an Embeddings artifact) as SASRec's starting item table.
+
+    Returns (vectors (N, d_model), known (N,) bool): the artifact's rows for the catalogue's items,
+    reduced to d_model dimensions by PCA (fitted on those rows; fewer components leave the last
+    columns zero); items the artifact lacks are not known and keep a random start.
+    """
+    from sklearn.decomposition import PCA
+
+    row_of = emb.row_of()
+    rows = [row_of.get(i, -1) for i in item_ids]
+    known = torch.tensor([r >= 0 for r in rows], dtype=torch.bool)
+    if int(known.sum()) < 2:
+        raise DataError(f"{emb.path}: the embeddings cover {int(known.sum())} of the dataset's {len(item_ids)} "
+                        "items; --init-embeddings needs embeddings of the same catalogue (item ids as in "
+                        "items.jsonl)")
+    source = emb.vectors[[r for r in rows if r >= 0]].double().numpy()  # (n_known, D)
+    n_components = min(d_model, source.shape[0], source.shape[1])
+    reduced = PCA(n_components=n_components, random_state=seed).fit_transform(source)  # (n_known, n_components)
+    vectors = torch.zeros(len(item_ids), d_model)
+    vectors[known, :n_components] = torch.from_numpy(reduced.astype(np.float32))
+    return vectors, known
+
+
+def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: torch.device,
+               start: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_dir: Path | None = None,
+               resume: bool = False, fingerprint: dict[str, Any] | None = None,
+               ) -> Generator[Event, None, tuple[SASRec, LoopResult]]:
+    """Train SASRec on the training sequences of `ds`; validate on every user's validation target.
+
+    `start` = (vectors, known) from `content_start` sets the first item table. Yields the loop's events;
+    returns (the model with its best validated weights, the loop's result).
+    """
+    windows = SASRecWindows(ds.split, config.max_history)
+    if len(windows) == 0:
+        raise DataError(f"{ds.interactions_path}: no user has a training transition (every user has exactly 3 "
+                        "interactions); SASRec needs longer sequences")
+    torch.manual_seed(loop.seed)
+    model = SASRec(config)
+    if start is not None:
+        model.init_item_table(*start)
+    recommender = SASRecRecommender(model, ds.catalogue.item_ids, device, {})
+
+    def validate(core: SASRec) -> dict[str, float]:
+        recommender.model = core
+        return validation_sums(recommender, ds.split, dist.shard(len(ds.split)))
+
+    events = train_loop(model, windows, loop, device=device, validate=validate, checkpoint_dir=checkpoint_dir,
+                        resume=resume, fingerprint={"model": config.to_json(), **(fingerprint or {})})
+    return (yield from with_model(events, model))

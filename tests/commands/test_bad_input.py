@@ -1,0 +1,591 @@
+"""Every bad input gets one clear line on stderr, the right exit code, no traceback and no output.
+
+One row of CASES per case: JSONL syntax, required fields and types, duplicate and unknown items, empty text,
+bad images, non-finite and mismatched embeddings, codes that do not fit a model, model directories of
+the wrong kind or a newer schema, an empty dataset, invalid flags, outputs that may not be written, files
+that would be unpickled. Then the cases that are not one refusal: a bad image skipped on request, short
+users dropped, a negative --seed (refused by click), a pickled resume checkpoint, --debug, and Ctrl-C.
+Exit codes: 1 for data errors, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mscg.artifacts.atomic import partial_path
+from mscg.commands import _common
+from tests.conftest import synthetic_dataset, write_jsonl
+from tests.helpers import (
+    TINY_GENERATOR,
+    TINY_SASREC,
+    Evil,
+    Pipeline,
+    assert_refused,
+    build_tiny_pipeline,
+    copy_artifact,
+    edit_json,
+    invoke,
+    ok,
+    one_thread,  # noqa: F401 (fixture: tiny models on one thread)
+    set_line,
+    structured_vectors,
+)
+
+# ---- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory) -> Pipeline:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("bad-input"))
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A fresh copy of the synthetic dataset, to break."""
+    return synthetic_dataset(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def other_codes(pipe, tmp_path_factory) -> dict[str, Path]:
+    """Codes with another vocabulary (codebook size 4), and text-only codes."""
+    root = tmp_path_factory.mktemp("other-codes")
+    ok("quantize", "--modality", "text", "--embeddings", pipe.emb_text, "-o", root / "q4", "--n-levels", "2",
+       "--codebook-size", "4")
+    ok("assign-codes", "-d", pipe.data, "-q", root / "q4", "-q", pipe.q_collab, "-o", root / "vocab")
+    ok("assign-codes", "-d", pipe.data, "-q", pipe.q_text, "-o", root / "text_only")
+    return {"vocab": root / "vocab", "text_only": root / "text_only"}
+
+
+# ---- the table ------------------------------------------------------------------------------------
+
+class Ctx:
+    """What a case sees: `tmp`, `out`, `marker`, the fixtures by name (`pipe`, `data`, `other_codes`, ...),
+    requested on first use, and whatever its setup stores (a setup may replace `data` or `pipe`)."""
+
+    def __init__(self, request, tmp: Path):
+        self._request, self.tmp, self.marker = request, tmp, tmp / "PWNED"
+
+    def __getattr__(self, name: str):  # called only for names not yet set: a fixture
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self._request.getfixturevalue(name)
+        setattr(self, name, value)
+        return value
+
+    def __getitem__(self, name: str):  # for str.format_map
+        return getattr(self, name)
+
+    def fill(self, template: str) -> str:
+        """'{pipe.codes}/meta.json' -> '/tmp/.../work/codes/meta.json'"""
+        return template.format_map(self)
+
+
+@dataclass(frozen=True)
+class Case:
+    """Run `args` (split on spaces, each word filled in from the Ctx: `{pipe.codes}`, `{tmp}/emb`) after
+    `setup(ctx)`; expect exit `code` and one error line holding every needle (filled in too, so a literal brace
+    is written `{{`), nothing at `out` (nor its partial sibling; None: not checked), the file `unchanged` byte
+    for byte, and no pickle run."""
+
+    id: str
+    setup: Callable[[Ctx], object] | None
+    args: str
+    code: int
+    needles: Sequence[str]
+    out: str | None = "{tmp}/out"
+    unchanged: str | None = None
+
+
+PICKLE = object()  # as file content: a pickle that creates ctx.marker when loaded
+
+
+def _content(c: Ctx, content) -> bytes:
+    if content is PICKLE:
+        return pickle.dumps(Evil(c.marker))
+    return content.encode() if isinstance(content, str) else content
+
+
+def write(template: str, content):
+    """Setup: write a file (bytes, text or PICKLE), making its folder."""
+    def setup(c: Ctx):
+        path = Path(c.fill(template))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_content(c, content))
+    return setup
+
+
+def line(file: str, line_no: int, text: str | bytes):
+    """Setup: replace line `line_no` of the fresh dataset's FILE.jsonl."""
+    return lambda c: set_line(c.data / f"{file}.jsonl", line_no, text)
+
+
+def copied(artifact: str, name: str, file: str | None = None, change=None):
+    """Setup: copy the pipeline's ARTIFACT to tmp/NAME, then edit its JSON FILE in place if `change` is a
+    function, else replace FILE with `change` (bytes, text or PICKLE)."""
+    def setup(c: Ctx):
+        path = copy_artifact(getattr(c.pipe, artifact), c.tmp / name)
+        if callable(change):
+            edit_json(path / file, change)
+        elif file is not None:
+            (path / file).write_bytes(_content(c, change))
+    return setup
+
+
+def own_data(items: list[dict], interactions: list[dict]):
+    """Setup: a dataset of the case's own (tmp/data) instead of the synthetic one."""
+    def setup(c: Ctx):
+        c.data = c.tmp / "data"
+        write_jsonl(c.data / "items.jsonl", items)
+        write_jsonl(c.data / "interactions.jsonl", interactions)
+    return setup
+
+
+def image_data(tmp_path: Path, bad: str) -> Path:
+    """Two items: i0 with a bad image (data/img/bad.jpg) of kind `bad`, i1 with a good one."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(data / "img" / "good.png")
+    bad_path = data / "img" / "bad.jpg"
+    if bad == "corrupt":
+        bad_path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    elif bad == "zero-byte":
+        bad_path.write_bytes(b"")
+    elif bad == "unreadable":
+        bad_path.mkdir()  # a directory where a file should be: cannot be opened, even by root
+    write_jsonl(data / "items.jsonl", [{"item_id": "i0", "image": "img/bad.jpg"},
+                                       {"item_id": "i1", "image": "img/good.png"}])
+    write_jsonl(data / "interactions.jsonl", [{"user_id": "u", "item_id": i} for i in ("i0", "i1", "i0")])
+    return data
+
+
+def bad_image(bad: str):
+    """Setup: `image_data` (skipped until the image encoder, another module, imports)."""
+    def setup(c: Ctx):
+        pytest.importorskip("mscg.encoders.image", reason="mscg.encoders.image does not import yet")
+        c.data = image_data(c.tmp, bad)
+    return setup
+
+
+def embeddings_of_another_catalogue(c: Ctx):
+    from mscg.artifacts.embeddings import Embeddings, save_embeddings
+
+    (c.tmp / "emb_other").mkdir()
+    save_embeddings(c.tmp / "emb_other", Embeddings("text", ["x0", "x1", "x2"], torch.randn(3, 8)), source={},
+                    provenance={})
+
+
+def vectors_with_nan(c: Ctx):
+    vectors = structured_vectors(40, 8, 0)
+    vectors[2, 3] = np.nan
+    np.save(c.tmp / "v.npy", vectors)
+
+
+def embeddings_with_inf(c: Ctx):
+    path = copy_artifact(c.pipe.emb_text, c.tmp / "emb") / "embeddings.safetensors"
+    tensors = load_file(path)
+    tensors["embeddings"][5, 0] = float("inf")
+    save_file(tensors, path)
+
+
+def embeddings_of_4_dims(c: Ctx):
+    np.save(c.tmp / "v.npy", structured_vectors(40, 4, 0))
+    ok("import-embeddings", "-d", c.pipe.data, "--vectors", c.tmp / "v.npy", "--ids", c.pipe.work / "ids.txt",
+       "--modality", "text", "-o", c.tmp / "emb4")
+
+
+def ids_with_a_ghost(c: Ctx):
+    (c.tmp / "ids.txt").write_text((c.pipe.work / "ids.txt").read_text().replace("i7\n", "ghost\n"))
+
+
+def codes_outside_their_slot(c: Ctx):
+    path = copy_artifact(c.pipe.codes, c.tmp / "codes") / "codes.safetensors"
+    tensor = load_file(path)["codes"]
+    tensor[0, 0] = 999
+    save_file({"codes": tensor}, path)
+
+
+def pickled_object_array(c: Ctx):
+    array = np.empty(40, dtype=object)
+    array[:] = [Evil(c.marker)] * 40
+    np.save(c.tmp / "v.npy", array, allow_pickle=True)
+
+
+def pickle_in_a_text_model(c: Ctx):
+    model = c.tmp / "model"
+    shutil.copytree(c.tiny_text_model, model)
+    for f in model.glob("*.safetensors"):
+        f.unlink()
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(Evil(c.marker)))
+
+
+def existing_metrics_and_no_evaluation(c: Ctx):
+    import mscg.recommenders
+
+    (c.tmp / "m.json").write_text("{}")
+    c.monkeypatch.setattr(mscg.recommenders, "load_recommender", lambda *a, **k: pytest.fail("evaluated anyway"))
+
+
+def setting(key: str, value):
+    """A `copied` change: set a key of the JSON file."""
+    return lambda obj: obj.__setitem__(key, value)
+
+
+def item_id(index: int, value: str):
+    """A `copied` change: replace one of meta.json's item ids."""
+    return lambda meta: meta["item_ids"].__setitem__(index, value)
+
+
+SASREC, GENERATOR = " ".join(TINY_SASREC), " ".join(TINY_GENERATOR)
+EMBED = "embed --modality text -d {data} -o {out} --device cpu"
+COLLAB = "collab -d {data} -o {out} " + SASREC
+
+
+def train(codes: str = "{pipe.codes}", data: str = "{pipe.data}") -> str:
+    return f"train -d {data} --codes {codes} -o {{out}} {GENERATOR}"
+
+
+def evaluate(model: str) -> str:
+    return f"evaluate {model} -d {{pipe.data}} -o {{out}}"
+
+
+def quantize(embeddings: str, modality: str = "text") -> str:
+    return f"quantize --modality {modality} --embeddings {embeddings} -o {{out}}"
+
+
+def import_embeddings(vectors: str = "{tmp}/v.npy", ids: str = "{pipe.work}/ids.txt") -> str:
+    return f"import-embeddings -d {{pipe.data}} --vectors {vectors} --ids {ids} --modality text -o {{out}}"
+
+
+def flag_cases(command: str, template: str, out: str, rows: list[tuple[str, str]]) -> list[Case]:
+    """Usage errors (exit 2): `template` + each row's flags, refused with its needle."""
+    return [Case(f"{command} {flags}", None, f"{template} {flags}", 2, [needle], out=out) for flags, needle in rows]
+
+
+def four_users_of(n: int):
+    """Setup: 5 items, and 4 users with `n` interactions each."""
+    return own_data([{"item_id": f"i{k}", "text": "t"} for k in range(5)],
+                    [{"user_id": f"u{u}", "item_id": f"i{k}"} for u in range(4) for k in range(n)])
+
+
+H_JSONL = '{"user_id": "x", "history": ["i0", "i4"]}\n'
+SCHEMA_99_COMMANDS = {"generator": evaluate("{tmp}/generator"), "codes": train("{tmp}/codes"),
+                      "q_text": "assign-codes -d {pipe.data} -q {tmp}/q_text -o {out}",
+                      "emb_text": quantize("{tmp}/emb_text")}
+
+CASES = [
+    # ---- JSONL syntax (file:line)
+    Case("items malformed JSON", line("items", 3, '{"item_id": "i2", "text": "x"'), EMBED, 1,
+         ["items.jsonl line 3", "malformed JSON"]),
+    Case("interactions malformed JSON", line("interactions", 5, "user_id=u1 item_id=i1"), COLLAB, 1,
+         ["interactions.jsonl line 5", "malformed JSON"]),
+    Case("line not an object", line("items", 2, '["i1", "text"]'), EMBED, 1,
+         ["items.jsonl line 2", "expected a JSON object, found list"]),
+    Case("not UTF-8", line("items", 4, b'{"item_id": "i3", "text": "caf\xe9"}'), EMBED, 1,
+         ["items.jsonl line 4", "not valid UTF-8"]),
+    Case("NaN is not JSON", line("interactions", 1, '{"user_id": "u0", "item_id": "i0", "timestamp": NaN}'), COLLAB, 1,
+         ["interactions.jsonl line 1", "NaN is not valid JSON"]),
+    Case("lone surrogate escape", line("items", 2, '{"item_id": "i1", "text": "bad \\ud800 escape"}'), EMBED, 1,
+         ["items.jsonl line 2", "surrogate"]),
+    Case("init embeddings of another catalogue", embeddings_of_another_catalogue,
+         COLLAB + " --init-embeddings {tmp}/emb_other", 1, ["emb_other", "cover 0 of the dataset's 40 items"]),
+    # ---- missing, empty files
+    Case("missing items file", lambda c: (c.data / "items.jsonl").unlink(), EMBED, 1, ["items.jsonl does not exist"]),
+    Case("data is not a directory", None, "collab -d {data}/items.jsonl -o {out} " + SASREC, 1,
+         ["--data", "is not a directory", "mscg prepare"]),
+    Case("zero-byte items file", write("{data}/items.jsonl", b""), EMBED, 1, ["items.jsonl holds no items"]),
+    Case("zero-byte interactions file", write("{data}/interactions.jsonl", b""), COLLAB, 1,
+         ["interactions.jsonl holds no interactions"]),
+    # ---- required fields and their types
+    Case("item without item_id", line("items", 2, '{"text": "an item without id"}'), EMBED, 1,
+         ["items.jsonl line 2", 'missing "item_id"']),
+    Case("interaction without user_id", line("interactions", 7, '{"item_id": "i1", "timestamp": 5}'), COLLAB, 1,
+         ["interactions.jsonl line 7", 'missing "user_id"']),
+    Case("item_id a number", line("items", 8, '{"item_id": 7, "text": "numeric id"}'), EMBED, 1,
+         ["items.jsonl line 8", '"item_id" must be a string', "quote it"]),
+    Case("interaction item_id a number", line("interactions", 3, '{"user_id": "u1", "item_id": 3, "timestamp": 5}'),
+         COLLAB, 1, ["interactions.jsonl line 3", '"item_id" must be a string']),
+    Case("text not a string", line("items", 5, '{"item_id": "i4", "text": ["a", "list"]}'), EMBED, 1,
+         ["items.jsonl line 5", '"text" must be a string']),
+    Case("timestamp not a number",
+         line("interactions", 2, '{"user_id": "u1", "item_id": "i1", "timestamp": "yesterday"}'), COLLAB, 1,
+         ["interactions.jsonl line 2", '"timestamp" must be a finite number']),
+    Case("timestamp on some lines only", line("interactions", 9, '{"user_id": "u1", "item_id": "i1"}'), COLLAB, 1,
+         ["interactions.jsonl line 9", "timestamp", "every line a timestamp or none"]),
+    # ---- duplicate and unknown items
+    Case("duplicate item ids", line("items", 6, '{"item_id": "i0", "text": "again"}'), EMBED, 1,
+         ["items.jsonl line 6", "'i0' already appears on line 1", "unique"]),
+    Case("interaction on unknown item",
+         line("interactions", 4, '{"user_id": "u1", "item_id": "nope", "timestamp": 5}'), COLLAB, 1,
+         ["interactions.jsonl line 4", "'nope' is not in", "items.jsonl"]),
+    # ---- empty or whitespace-only text
+    *[Case(f"text {text!r}", line("items", 4, json.dumps({"item_id": "i3", "text": text})), EMBED, 1,
+           ["items.jsonl line 4", "\"text\" of item 'i3' is empty", "omit the field"]) for text in ["", "  \t "]],
+    Case("whitespace item_id", line("items", 4, '{"item_id": "   ", "text": "x"}'), EMBED, 1,
+         ["items.jsonl line 4", '"item_id" is empty']),
+    Case("no item has text", own_data([{"item_id": f"i{k}"} for k in range(3)],
+                                      [{"user_id": "u", "item_id": f"i{k}"} for k in range(3)]), EMBED, 1,
+         ['no item has a "text" field']),
+    # ---- images
+    *[Case(f"{bad} image", bad_image(bad), "embed --modality image -d {data} -o {out} --device cpu", 1,
+           ["'i0'", "{data}/img/bad.jpg", "--skip-bad-images"])
+      for bad in ["missing", "unreadable", "corrupt", "zero-byte"]],
+    # ---- embeddings: non-finite values, item ids that do not match
+    Case("import embeddings with NaN", vectors_with_nan, import_embeddings(), 1,
+         ["v.npy", "item 'i2'", "NaN or infinite"]),
+    Case("embeddings artifact with inf", embeddings_with_inf, quantize("{tmp}/emb"), 1,
+         ["{tmp}/emb", "item 'i5'", "NaN or infinite"]),
+    Case("embeddings meta lists fewer ids than rows",
+         copied("emb_text", "emb", "meta.json", lambda meta: meta["item_ids"].pop()), quantize("{tmp}/emb"), 1,
+         ["{tmp}/emb", "meta.json lists 39 item ids"]),
+    Case("embeddings meta lists an id twice", copied("emb_text", "emb", "meta.json", item_id(3, "i0")),
+         quantize("{tmp}/emb"), 1, ["{tmp}/emb", "item id 'i0' twice"]),
+    Case("embeddings items not in catalogue", copied("emb_text", "emb", "meta.json", item_id(0, "zz")),
+         "assign-codes -d {pipe.data} -q {pipe.q_text} --embeddings text={tmp}/emb -o {out}", 1,
+         ["{tmp}/emb", "'zz'", "items.jsonl", "same items.jsonl"]),
+    Case("embeddings of another dimension", embeddings_of_4_dims,
+         "assign-codes -d {pipe.data} -q {pipe.q_text} --embeddings text={tmp}/emb4 -o {out}", 1,
+         ["4-d vectors", "8-d"]),
+    Case("embeddings of another modality", None, quantize("{pipe.emb_text}", modality="collab"), 2,
+         ["holds text embeddings, not collab", "--modality text"]),
+    Case("import ids not in catalogue", ids_with_a_ghost, import_embeddings("{pipe.work}/text.npy", "{tmp}/ids.txt"), 1,
+         ["ids.txt", "'ghost'", "not in"]),
+    Case("import ids fewer than rows", write("{tmp}/ids.txt", "\n".join(f"i{k}" for k in range(39)) + "\n"),
+         import_embeddings("{pipe.work}/text.npy", "{tmp}/ids.txt"), 1,
+         ["ids.txt", "1 of the 40 vector rows", "row 39"]),
+    # ---- codes that do not match a model (vocabulary, modalities, item set)
+    Case("codes with another vocabulary", None, evaluate("{pipe.generator}") + " --codes {other_codes[vocab]}", 1,
+         ["{other_codes[vocab]}", "another vocabulary layout", "--codes the model was trained"], out="{tmp}/m.json"),
+    Case("codes with other modalities", None, evaluate("{pipe.generator}") + " --codes {other_codes[text_only]}", 1,
+         ["{other_codes[text_only]}", "another vocabulary layout"], out="{tmp}/m.json"),
+    Case("train decode modality not in codes", None, train("{other_codes[text_only]}"), 2,
+         ["--decode collab", "the codes hold text"], out="{tmp}/gen"),
+    Case("train input modality not in codes", None, train() + " --modalities image", 2,
+         ["--modalities 'image'", "text, collab"], out="{tmp}/gen"),
+    Case("codes of another item set for a model", copied("codes", "codes", "meta.json", item_id(0, "zz")),
+         evaluate("{pipe.generator}") + " --codes {tmp}/codes", 1, ["{tmp}/codes", "cover other items"],
+         out="{tmp}/m.json"),
+    Case("codes of another catalogue for train", lambda c: setattr(c, "data", synthetic_dataset(c.tmp, n_items=41)),
+         train(data="{data}"), 1, ["cover 40 items", "lists 41", "run assign-codes with this --data"], out="{tmp}/gen"),
+    Case("corrupt codes file", copied("codes", "codes", "codes.safetensors", b"\x00" * 7), train("{tmp}/codes"), 1,
+         ["codes.safetensors", "not a valid codes file", "re-run assign-codes"], out="{tmp}/gen"),
+    Case("codes outside their slot", codes_outside_their_slot, train("{tmp}/codes"), 1,
+         ["{tmp}/codes", "outside their slot's range"], out="{tmp}/gen"),
+    # ---- model directories of the wrong kind or a newer schema
+    Case("model directory of the wrong kind", None, evaluate("{pipe.codes}"), 1,
+         ["{pipe.codes}", "is a codes directory, but a model directory is expected"], out="{tmp}/m.json"),
+    Case("quantizer given as codes", None, train("{pipe.q_text}"), 1,
+         ["is a quantizer directory, but a codes directory is expected", "assign-codes"], out="{tmp}/gen"),
+    Case("plain directory given as model", None, evaluate("{pipe.data}"), 1,
+         ["meta.json is missing", "not an mscg model directory"], out="{tmp}/m.json"),
+    Case("model of an unknown type", copied("sasrec", "model", "config.json", setting("model_type", "gpt")),
+         evaluate("{tmp}/model"), 1, ["holds a 'gpt' model", "sasrec"], out="{tmp}/m.json"),
+    *[Case(f"{artifact} of a newer schema", copied(artifact, artifact, "meta.json", setting("schema_version", 99)),
+           command, 1, [f"{{tmp}}/{artifact}", "newer mscg (schema 99", "upgrade mscg"])
+      for artifact, command in SCHEMA_99_COMMANDS.items()],
+    Case("meta.json not JSON", copied("sasrec", "model", "meta.json", '{"kind": "model", '), evaluate("{tmp}/model"), 1,
+         ["meta.json is not valid JSON"], out="{tmp}/m.json"),
+    Case("weights that do not match the config", copied("sasrec", "model", "config.json", setting("d_model", 32)),
+         evaluate("{tmp}/model"), 1, ["model.safetensors does not match", "config.json", "size mismatch"],
+         out="{tmp}/m.json"),
+    Case("wrong artifact kind reads as English",
+         lambda c: setattr(c, "pipe", build_tiny_pipeline(c.tmp, generator=False, sasrec=False)),
+         "collab -d {pipe.data} -o {out} --init-embeddings {pipe.q_text} " + SASREC, 1,
+         ["is a quantizer directory, but an embeddings directory is expected"]),
+    # ---- an empty dataset after filtering
+    Case("no user left after filtering", four_users_of(2), COLLAB, 1,
+         ["interactions.jsonl", "no user has 3 or more interactions", "add interactions"]),
+    Case("no training transition", four_users_of(3), COLLAB, 1, ["no user has a training transition"]),
+    # ---- prepare and compare
+    Case("prepare malformed RecBole file",
+         write("{tmp}/src/d.inter", "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t5\nu1\ti2\n"),
+         "prepare {tmp}/src -o {out}", 1, ["d.inter line 3", "2 tab-separated values for 3 header"]),
+    Case("prepare non-finite timestamp",
+         write("{tmp}/src/d.inter", "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\tnan\n"),
+         "prepare {tmp}/src -o {out}", 1, ["d.inter line 2", "timestamp 'nan' is not a finite number"]),
+    Case("compare a file that is not metrics", write("{tmp}/m.json", "{not json"), "compare a={tmp}/m.json -o {out}", 1,
+         ["m.json is not valid JSON"], out="{tmp}/all.json"),
+    # ---- invalid flags and flag combinations (exit 2), outputs that may not be written
+    Case("k larger than beam", write("{tmp}/h.jsonl", H_JSONL),
+         "recommend {pipe.generator} -i {tmp}/h.jsonl -o {out} -k 30 --beam-size 10", 2,
+         ["-k 30 is larger than --beam-size 10", "raise --beam-size"], out="{tmp}/recs.jsonl"),
+    Case("ks larger than beam", None, evaluate("{pipe.generator}") + " --beam-size 10 --ks 5,50", 2,
+         ["--ks asks for K=50 but --beam-size is 10"], out="{tmp}/m.json"),
+    *[Case(f"ks {ks}", None, evaluate("{pipe.sasrec}") + f" --ks {ks}", 2, [f"--ks {ks!r}"], out="{tmp}/m.json")
+      for ks in ["abc", "0,5"]],
+    *flag_cases("quantize", quantize("{pipe.emb_text}"), "{tmp}/q", [
+        ("--n-levels 0", "--n-levels must be at least 1"),
+        ("--codebook-size 1", "give one size >= 2"),
+        ("--codebook-size 4,4", "give one size >= 2, or 3 comma-separated sizes"),
+        ("--epochs 3", "--epochs does not apply to --method rq-kmeans"),
+        ("--method rq-foo", "--method 'rq-foo' must be one of"),
+        ("--method rq-vae --epochs 0", "--epochs must be at least 1"),
+    ]),
+    *flag_cases("collab", COLLAB, "{tmp}/out", [
+        ("--d-model 15", "--d-model 15 must be divisible by --n-heads 2"),
+        ("--n-heads 0", "must be at least 1"),
+        ("--dropout 1.5", "--dropout 1.5 must be in [0, 1)"),
+        ("--epochs 0", "--epochs must be at least 1"),
+        ("--weight-decay -1", "--weight-decay must be a number >= 0"),
+        ("--lr 0", "--lr must be a positive number"),
+        ("--precision fp16", "--precision 'fp16' must be one of: bf16, fp32"),
+    ]),
+    *flag_cases("train", train(), "{tmp}/gen", [
+        ("--beam-size 5", "--beam-size must be at least 10"),
+        ("--mask-prob 1.5", "--mask-prob must be in [0, 1)"),
+        ("--constraint foo", "--constraint 'foo' must be one of"),
+        ("--d-ff 0", "--d-ff"),
+        ("--n-decoder-layers 0", "--n-decoder-layers"),
+        ("--batch-size 0", "--batch-size must be at least 1"),
+        ("--precision half", "--precision 'half' must be one of: bf16, fp32"),
+    ]),
+    *flag_cases("embed", EMBED, "{tmp}/out", [
+        ("--modality audio", "--modality 'audio'"),
+        ("--batch-size 0", "--batch-size must be at least 1"),
+    ]),
+    Case("two quantizers for one modality", None,
+         "assign-codes -d {pipe.data} -q {pipe.q_text} -q {pipe.q_text} -o {out}", 2,
+         ["two quantizers for the text modality", "one per modality"], out="{tmp}/codes"),
+    Case("raw vectors without dim", write("{tmp}/v.f32", structured_vectors(40, 8, 0).tobytes()),
+         import_embeddings("{tmp}/v.f32"), 2, ["v.f32 is read as raw float32", "pass --dim"]),
+    Case("existing output needs force", copied("q_text", "q"),
+         "quantize --modality text --embeddings {pipe.emb_text} -o {tmp}/q", 2, ["{tmp}/q already exists", "--force"],
+         out=None, unchanged="{tmp}/q/model.safetensors"),
+    Case("evaluate refuses an existing output before evaluating", existing_metrics_and_no_evaluation,
+         "evaluate {pipe.sasrec} -d {pipe.data} -o {tmp}/m.json", 2, ["already exists", "--force"], out=None,
+         unchanged="{tmp}/m.json"),
+    Case("output inside an input", None, EMBED, 2, ["would be written inside the input"], out="{data}/emb"),
+    Case("output under a file", write("{tmp}/file.txt", "not a directory"), COLLAB, 1,
+         ["Not a directory", "file.txt", "check the path"], out="{tmp}/file.txt/emb", unchanged="{tmp}/file.txt"),
+    Case("recommend output inside the model", write("{tmp}/h.jsonl", H_JSONL),
+         "recommend {pipe.sasrec} -i {tmp}/h.jsonl -o {out}", 2, ["would be written inside the input"],
+         out="{pipe.sasrec}/recs.jsonl"),
+    Case("recommend unknown history item",
+         write("{tmp}/h.jsonl", '{"user_id": "x", "history": ["i0"]}\n{"user_id": "y", "history": ["zz"]}\n'),
+         "recommend {pipe.sasrec} -i {tmp}/h.jsonl -o {out}", 1,
+         ["h.jsonl line 2", "'zz' is not in the model's catalogue", "--skip-unknown"], out="{tmp}/recs.jsonl"),
+    # ---- files that would be unpickled: refused, and the pickle never runs
+    Case("pickle as model weights", copied("sasrec", "model", "model.safetensors", PICKLE), evaluate("{tmp}/model"), 1,
+         ["model.safetensors is not a readable safetensors file"], out="{tmp}/m.json"),
+    Case("pickle as npy object array", pickled_object_array, import_embeddings(), 1,
+         ["v.npy is not a plain .npy array"]),
+    Case("pickle as npy", write("{tmp}/v.npy", PICKLE), import_embeddings(), 1, ["v.npy is not a plain .npy array"]),
+    Case("pickle as embeddings", copied("emb_text", "emb", "embeddings.safetensors", PICKLE), quantize("{tmp}/emb"), 1,
+         ["embeddings.safetensors is not a valid embeddings file"]),
+    Case("pickle as codes", copied("codes", "codes", "codes.safetensors", PICKLE), train("{tmp}/codes"), 1,
+         ["codes.safetensors is not a valid codes file"]),
+    Case("pickle in a text model directory", pickle_in_a_text_model, EMBED + " --model {tmp}/model", 1,
+         ["{tmp}/model", "safetensors"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_refused(case: Case, request, tmp_path):
+    c = Ctx(request, tmp_path)
+    out = Path(c.fill(case.out)) if case.out is not None else None
+    if out is not None:  # else `{out}` names no path: a row without `out` spells its output path out
+        c.out = out
+    if case.setup is not None:
+        case.setup(c)
+    before = Path(c.fill(case.unchanged)).read_bytes() if case.unchanged else None
+    result = invoke(*(c.fill(word) for word in case.args.split()))
+    assert_refused(result, case.code, *(c.fill(needle) for needle in case.needles), output=out)
+    assert not c.marker.exists(), "a pickle ran"
+    if case.unchanged:
+        assert Path(c.fill(case.unchanged)).read_bytes() == before, f"{case.unchanged} changed"
+
+
+# ---- cases that are not a single refusal ----------------------------------------------------------
+
+def test_bad_image_skipped_on_request(tmp_path):
+    pytest.importorskip("mscg.encoders.image", reason="mscg.encoders.image does not import yet")
+    data = image_data(tmp_path, "corrupt")
+    out = tmp_path / "out"
+    result = invoke("embed", "--modality", "image", "-d", data, "-o", out, "--device", "cpu", "--skip-bad-images")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["item_ids"] == ["i1"]
+    assert "1 unreadable images skipped" in result.stderr
+
+
+def test_short_users_are_reported_and_dropped(pipe, tmp_path):
+    data = copy_artifact(pipe.data, tmp_path / "data")
+    with open(data / "interactions.jsonl", "a") as f:
+        f.write('{"user_id": "short1", "item_id": "i1", "timestamp": 1}\n')
+        f.write('{"user_id": "short2", "item_id": "i1", "timestamp": 1}\n')
+        f.write('{"user_id": "short2", "item_id": "i2", "timestamp": 2}\n')
+    out = tmp_path / "m.json"
+    result = invoke("evaluate", pipe.sasrec, "-d", data, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "dropped 2 users with fewer than 3 interactions; 60 users remain" in result.stderr
+    assert json.loads(out.read_text())["users"] == 60
+
+
+def test_negative_seed(data, tmp_path):  # refused by click itself, before mscg's `error:` line
+    out = tmp_path / "out"
+    result = invoke("collab", "-d", data, "-o", out, *TINY_SASREC, "--seed", "-1")
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_pickle_as_resume_checkpoint(data, tmp_path):  # the partial directory is the input here
+    marker = tmp_path / "PWNED"
+    out = tmp_path / "out"
+    partial_path(out).mkdir()
+    torch.save({"payload": Evil(marker)}, partial_path(out) / "resume.pt")
+    result = invoke("collab", "-d", data, "-o", out, *TINY_SASREC, "--resume")
+    assert_refused(result, 1, "resume.pt is not a readable mscg checkpoint", "drop --resume")
+    assert not out.exists()
+    assert not marker.exists()
+
+
+def test_debug_shows_the_traceback(data, tmp_path, monkeypatch):
+    monkeypatch.setitem(_common.DEBUG, "on", False)  # --debug turns it on for the rest of the process
+    set_line(data / "items.jsonl", 3, "{")
+    result = invoke("--debug", "embed", "--modality", "text", "-d", data, "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and "DataError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def _interrupt_after_writing(real):
+    def save(out_dir, *args, **kwargs):
+        real(out_dir, *args, **kwargs)  # the partial directory is complete...
+        raise KeyboardInterrupt  # ...when Ctrl-C arrives
+
+    return save
+
+
+def test_ctrl_c_leaves_no_output(pipe, tmp_path, monkeypatch):
+    import mscg.artifacts.embeddings as embeddings
+
+    monkeypatch.setattr(embeddings, "save_embeddings", _interrupt_after_writing(embeddings.save_embeddings))
+    out = tmp_path / "out"
+    result = invoke("import-embeddings", "-d", pipe.data, "--vectors", pipe.work / "text.npy", "--ids",
+                    pipe.work / "ids.txt", "--modality", "text", "-o", out)
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output and "interrupted" in result.stderr
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_ctrl_c_with_force_keeps_the_old_output(pipe, tmp_path, monkeypatch):
+    import mscg.artifacts.codes as codes
+
+    out = copy_artifact(pipe.codes, tmp_path / "codes")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(codes, "save_codes", _interrupt_after_writing(codes.save_codes))
+    result = invoke("assign-codes", "-d", pipe.data, "-q", pipe.q_text, "-o", out, "--force")
+    assert result.exit_code == 130 and "interrupted" in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not partial_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes"]
