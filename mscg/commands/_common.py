@@ -63,6 +63,14 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def check_attention(d_model: int, n_heads: int, dropout: float) -> None:
+    """The flags every transformer stage shares, refused with the flag named."""
+    if d_model % n_heads:
+        raise UsageError(f"--d-model {d_model} must be divisible by --n-heads {n_heads}")
+    if not 0 <= dropout < 1:
+        raise UsageError(f"--dropout {dropout} must be in [0, 1)")
+
+
 def report_split(split) -> None:
     if split.dropped_users:
         info(f"dropped {split.dropped_users:,} users with fewer than 3 interactions; {len(split):,} users remain")

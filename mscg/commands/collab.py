@@ -10,17 +10,8 @@ import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (
-    DataOpt,
-    DeviceOpt,
-    ForceOpt,
-    OutputOpt,
-    PrecisionOpt,
-    ResumeOpt,
-    SeedOpt,
-    report_split,
-    user_errors,
-)
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
+                                   check_attention, report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import UsageError
@@ -54,10 +45,7 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     config = config or SASRecConfig(n_items=0)
     if min(config.max_history, config.d_model, config.n_layers, config.n_heads) < 1:
         raise UsageError("--max-history, --d-model, --n-layers and --n-heads must be at least 1")
-    if config.d_model % config.n_heads:
-        raise UsageError(f"--d-model {config.d_model} must be divisible by --n-heads {config.n_heads}")
-    if not 0 <= config.dropout < 1:
-        raise UsageError(f"--dropout {config.dropout} must be in [0, 1)")
+    check_attention(config.d_model, config.n_heads, config.dropout)
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path]  # never write into DATA

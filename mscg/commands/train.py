@@ -10,17 +10,8 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (
-    DataOpt,
-    DeviceOpt,
-    ForceOpt,
-    OutputOpt,
-    PrecisionOpt,
-    ResumeOpt,
-    SeedOpt,
-    report_split,
-    user_errors,
-)
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
+                                   check_attention, report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
@@ -60,10 +51,7 @@ def check_config(config: GeneratorConfig, valid_users: int, beam_size: int) -> N
         raise UsageError("--max-history, --n-layers, --beam-size and --valid-users must be at least 1")
     if min(config.d_model, config.n_heads, config.d_ff, config.n_decoder_layers) < 1:
         raise UsageError("--d-model, --n-heads, --d-ff and --n-decoder-layers must be at least 1")
-    if config.d_model % config.n_heads:
-        raise UsageError(f"--d-model {config.d_model} must be divisible by --n-heads {config.n_heads}")
-    if not 0 <= config.dropout < 1:
-        raise UsageError(f"--dropout {config.dropout} must be in [0, 1)")
+    check_attention(config.d_model, config.n_heads, config.dropout)
     if not 0 <= config.modality_mask_prob < 1:
         raise UsageError("--mask-prob must be in [0, 1)")
     if beam_size < 10:
