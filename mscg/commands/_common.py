@@ -26,6 +26,11 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when present
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training arithmetic on CUDA: fp32, or bf16 (autocast). "
                                           "The CPU always trains in fp32.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
+# The training loop's flags (collab, train); each command's defaults come from its LoopConfig.
+EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")]
+LrOpt = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")]
+WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay.")]
+PatienceOpt = Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")]
 
 
 def user_errors(fn):

@@ -10,8 +10,9 @@ import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
-                                   check_attention, report_split, user_errors)
+from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, LrOpt, OutputOpt, PatienceOpt,
+                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
+                                   report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import UsageError
@@ -107,13 +108,11 @@ def collab_cli(
     n_layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = MODEL.n_layers,
     n_heads: Annotated[int, typer.Option(help="Attention heads.")] = MODEL.n_heads,
     dropout: Annotated[float, typer.Option(help="Dropout rate.")] = MODEL.dropout,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")
-                      ] = SASREC_LOOP.epochs,
+    epochs: EpochsOpt = SASREC_LOOP.epochs,
     batch_size: Annotated[int, typer.Option(help="Windows per step.")] = SASREC_LOOP.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = SASREC_LOOP.lr,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = SASREC_LOOP.weight_decay,
-    patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")
-                        ] = SASREC_LOOP.patience,
+    lr: LrOpt = SASREC_LOOP.lr,
+    weight_decay: WeightDecayOpt = SASREC_LOOP.weight_decay,
+    patience: PatienceOpt = SASREC_LOOP.patience,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = SASREC_LOOP.precision,
     init_embeddings: Annotated[Path | None, typer.Option(

@@ -10,8 +10,9 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, OutputOpt, PrecisionOpt, ResumeOpt, SeedOpt,
-                                   check_attention, report_split, user_errors)
+from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, LrOpt, OutputOpt, PatienceOpt,
+                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
+                                   report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
@@ -147,13 +148,11 @@ def train_cli(
                                                        "of its code-token embeddings); tokens: one per code "
                                                        "token (the paper's reading, ~8x the compute).")
                                 ] = MODEL.history_encoding,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")
-                      ] = GENERATOR_LOOP.epochs,
+    epochs: EpochsOpt = GENERATOR_LOOP.epochs,
     batch_size: Annotated[int, typer.Option(help="Samples per step.")] = GENERATOR_LOOP.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")] = GENERATOR_LOOP.lr,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = GENERATOR_LOOP.weight_decay,
-    patience: Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")
-                        ] = GENERATOR_LOOP.patience,
+    lr: LrOpt = GENERATOR_LOOP.lr,
+    weight_decay: WeightDecayOpt = GENERATOR_LOOP.weight_decay,
+    patience: PatienceOpt = GENERATOR_LOOP.patience,
     valid_users: Annotated[int, typer.Option(help="Users validated after each epoch (a seeded sample when there "
                                                   "are more).")] = DEFAULT_VALID_USERS,
     beam_size: Annotated[int, typer.Option(help="Beam size for validation (and the default for evaluate).")
