@@ -49,6 +49,8 @@ VARIANTS = {
     "image_only_features": ("image codes in and out (features + rq-kmeans)",
                             ["--modalities", "image", "--decode", "image"], "features"),
     "mscgrec_image_features": ("MSCGRec with features + rq-kmeans image codes", [], "features"),
+    "mscgrec_window": ("MSCGRec trained on whole windows (`train --samples window`, causal encoder)",
+                       ["--samples", "window"], "dino"),
     "mscgrec_text_started_collab": ("MSCGRec, collab codes from a SASRec whose item table starts from the text "
                                     "embeddings (`collab --init-embeddings`)", [], "dino"),
 }

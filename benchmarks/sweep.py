@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-args", default="", help="flags for every `mscg train`, e.g. '--epochs 10'")
     p.add_argument("--device", default="auto")
+    p.add_argument("--title", default="Generator settings", help="heading of the BENCHMARKS.md section")
     args = p.parse_args()
 
     mscg = [sys.executable, "-m", "mscg"]
@@ -82,7 +83,7 @@ def main() -> None:
 
     table = markdown(results)
     results_path.with_suffix(".md").write_text(table)
-    write_section(args.name, f"### Generator settings: {args.name}\n\n{table}")
+    write_section(args.name, f"### {args.title}: {args.name}\n\n{table}")
     print(table)
 
 

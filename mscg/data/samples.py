@@ -15,26 +15,35 @@ class SASRecWindows:
 
     A user's training sequence s is cut, from the end, into windows of `max_history` inputs
     (s[:-1]) and targets (s[1:]), left-padded: inputs with 0 (items are stored +1), targets with -100.
+    With `stride` < max_history, windows start every `stride` items and each keeps only its last
+    `stride` targets (the first window of a user keeps all of its own): every target then sees at least
+    max_history - stride + 1 items (or all before it), and still appears once.
     """
 
-    def __init__(self, split: Split, max_history: int):
+    def __init__(self, split: Split, max_history: int, device: torch.device = torch.device("cpu"),
+                 stride: int | None = None):
+        stride = max_history if stride is None else stride
         inputs, targets = [], []
         for u in range(len(split)):
             s = split.train_sequence(u)
             x, y = s[:-1] + 1, s[1:]
-            for end in range(len(y), 0, -max_history):
+            for end in range(len(y), 0, -stride):
                 start = max(0, end - max_history)
                 pad = max_history - (end - start)
+                kept = y[start:end].copy()
+                kept[: max(0, end - stride - start)] = IGNORE  # targets an earlier window keeps
                 inputs.append(np.concatenate([np.zeros(pad, dtype=np.int64), x[start:end]]))
-                targets.append(np.concatenate([np.full(pad, IGNORE, dtype=np.int64), y[start:end]]))
+                targets.append(np.concatenate([np.full(pad, IGNORE, dtype=np.int64), kept]))
         shape = (len(inputs), max_history)
         self.inputs = torch.from_numpy(np.stack(inputs)) if inputs else torch.zeros(shape, dtype=torch.long)
         self.targets = torch.from_numpy(np.stack(targets)) if targets else torch.zeros(shape, dtype=torch.long)
+        self.inputs, self.targets = self.inputs.to(device), self.targets.to(device)  # batches: gathers there
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        indices = indices.to(self.inputs.device)
         return {"history": self.inputs[indices], "targets": self.targets[indices]}
 
 
@@ -112,6 +121,49 @@ class GeneratorSamples:
         return {"history": tokens, "target": self.target_codes[targets], "allowed": self.trie.allowed_along(targets)}
 
 
+class GeneratorWindows:
+    """Window batches for the generator (`train --samples window`): each user's training sequence cut,
+    from the end, into windows of `max_history` inputs whose every position predicts the next item, as
+    SASRecWindows does, so that every training transition is a target exactly once per epoch.
+
+    The tables live on `device` and a batch is a few gathers there (no Python per sample). A target
+    without decode-modality codes, and every padding position, is not valid (no loss).
+    """
+
+    def __init__(self, split: Split, history_tokens: HistoryTokens, *, target_codes: torch.Tensor, trie,
+                 slot_modality: torch.Tensor, mask_tokens: torch.Tensor, mask_prob: float,
+                 device: torch.device = torch.device("cpu"), stride: int | None = None):
+        windows = SASRecWindows(split, history_tokens.max_history, stride=stride)  # on the CPU: reshaped here
+        pad_item = history_tokens.pad_item
+        self.inputs = torch.where(windows.inputs > 0, windows.inputs - 1, pad_item).to(device)  # (N_w, L)
+        targets = windows.targets  # (N_w, L), IGNORE where no target
+        has_codes = (target_codes >= 0).all(dim=1)  # (N_items,)
+        valid = (targets >= 0) & has_codes[targets.clamp(min=0)]
+        self.targets = torch.where(valid, targets, -1).to(device)
+        self.n_targets = int(valid.sum())
+        self.table = history_tokens.table.to(device)  # (N_items + 1, S), the pad row last
+        self.target_codes = target_codes.clamp(min=0).to(device)  # (N_items, D); invalid rows never used
+        self.trie = trie.to(device)
+        self.slot_modality = slot_modality.to(device)
+        self.mask_tokens = mask_tokens.to(device)
+        self.mask_prob = mask_prob
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        indices = indices.to(self.device)
+        tokens = self.table[self.inputs[indices]]  # (B, L, S)
+        if self.mask_prob > 0:
+            tokens = mask_modalities(tokens, self.slot_modality, self.mask_tokens, self.mask_prob)
+        targets = self.targets[indices]  # (B, L)
+        items = targets.clamp(min=0)
+        allowed = self.trie.allowed_along(items.reshape(-1))  # (B*L, D, W)
+        return {"history": tokens, "target": self.target_codes[items], "valid": targets >= 0,
+                "allowed": allowed.view(*targets.shape, *allowed.shape[1:])}
+
+
 def mask_modalities(tokens: torch.Tensor, slot_modality: torch.Tensor, mask_tokens: torch.Tensor,
                     prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Replace, with probability `prob` per (history item, modality), that modality's slots by its mask token.
@@ -120,7 +172,7 @@ def mask_modalities(tokens: torch.Tensor, slot_modality: torch.Tensor, mask_toke
     """
     B, H, _ = tokens.shape
     n_modalities = len(mask_tokens)
-    drop = torch.rand(B, H, n_modalities, generator=generator) < prob  # (B, H, M)
+    drop = torch.rand(B, H, n_modalities, generator=generator, device=tokens.device) < prob  # (B, H, M)
     real = (tokens != 0).any(dim=2, keepdim=True)  # (B, H, 1)
     drop_slot = drop[:, :, slot_modality] & real  # (B, H, S)
     return torch.where(drop_slot, mask_tokens[slot_modality].expand_as(tokens), tokens)

@@ -48,6 +48,8 @@ class IncrementalDecoder:
             k = attn.k(states).view(B, T, self.n_heads, self.d_kv).transpose(1, 2)
             v = attn.v(states).view(B, T, self.n_heads, self.d_kv).transpose(1, 2)
             self.cross.append((k, v))
+        # A window-trained model adds its last position's state to the start token (models/generator.py).
+        self.start = states[:, -1] if model.config.samples == "window" else None  # (B, C)
         self.cross_mask = torch.zeros(B, 1, 1, T, dtype=states.dtype, device=states.device)
         self.cross_mask.masked_fill_(mask[:, None, None, :] == 0, float("-inf"))
         # Self-attention q, k, v as one projection per layer (T5's are bias-free): one matmul, not three.
@@ -72,6 +74,8 @@ class IncrementalDecoder:
         N = flat.shape[0]  # B*K, or R
         x = self.model.t5.shared(flat).view(N, 1, -1)  # (N, 1, C)
         t = self.steps
+        if t == 0 and self.start is not None:
+            x = x + (self.start.repeat_interleave(K, dim=0) if rows is None else self.start[rows // K])[:, None]
         bias = self.blocks[0].layer[0].SelfAttention.compute_bias(1, t + 1, device=x.device, past_seen_tokens=t)
         bias = bias.view(self.n_heads, t + 1).float()  # (h, t+1): query t against keys 0..t
         if rows is not None:

@@ -10,6 +10,14 @@ Collaborative Signals", arXiv 2602.03713 (MSCGRec).
 NOTE (our interpretation, README "The model"): "dual position embeddings" = token embedding + an embedding of
 the item's position in the history (0 = most recent) + an embedding of the token's code slot
 (modality, level); both are added to T5's shared token embedding (T5's relative attention bias stays).
+NOTE: `samples="window"` (beyond the paper) trains every target of a history window in one pass: the
+encoder is causal (position t sees items <= t), item positions count from the window's first item, and
+the decoder generates the codes of item t+1 for every position t, cross-attending to positions <= t.
+The decoder's start token is added to the encoder state of its own position (the causal summary of the
+history up to t, as SASRec predicts from it): T5's cross-attention has no position bias, so without it
+the decoder could not tell the most recent item from the others.
+`samples="prefix"` is the paper's model: one prefix per sample, a bidirectional encoder, positions
+counted back from the most recent item. Inference reads the whole history either way.
 NOTE: constrained sequence learning normalises the softmax at each target step over the children of
 the ground-truth prefix in the decode-modality trie ("trie"), over the level's own range ("level"),
 or over the whole vocabulary ("off").
@@ -25,10 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mscg.models.config import JsonConfig
+from mscg.models.t5_passes import decoder_pass, encoder_pass
 from mscg.models.vocabulary import BOS, PAD, Vocabulary
 
 CONSTRAINTS = ("trie", "level", "off")
 HISTORY_ENCODINGS = ("items", "tokens")
+SAMPLES = ("prefix", "window")
 
 
 @dataclass
@@ -50,6 +60,7 @@ class GeneratorConfig(JsonConfig):
     history_encoding: str = "items"  # "items": one encoder position per history item; "tokens": per code token
     constraint: str = "trie"  # one of CONSTRAINTS
     modality_mask_prob: float = 0.1
+    samples: str = "prefix"  # one of SAMPLES: how it was trained, and so how its encoder attends (see NOTE)
     model_type: str = "mscg-generator"
 
     def __post_init__(self) -> None:
@@ -123,10 +134,12 @@ class Generator(nn.Module):
         Returns encoder states (B, T, C) and attention mask (B, T), with T = H'*S ("tokens") or H'
         ("items"), where leading all-pad item columns of the batch are dropped (H' <= H).
         """
-        B, H, S = history.shape
-        real_item = (history != PAD).any(dim=2)  # (B, H)
-        first = int(real_item.any(dim=0).float().argmax()) if bool(real_item.any()) else H - 1
-        history, real_item = history[:, first:], real_item[:, first:]  # (B, H', S), (B, H')
+        history = history[:, first_real_column(history):]  # (B, H', S)
+        if self.config.samples == "window":
+            real_item = (history != PAD).any(dim=2)  # (B, H')
+            return self.causal_states(history), real_item.long()
+        B, _, S = history.shape
+        real_item = (history != PAD).any(dim=2)  # (B, H')
         Hp = history.shape[1]
         x = self.t5.shared(history)  # (B, H', S, C)
         position = self.item_position(torch.arange(Hp - 1, -1, -1, device=x.device))  # (H', C), 0 = most recent
@@ -145,9 +158,28 @@ class Generator(nn.Module):
         states = self.t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (B, T, C)
         return states, mask
 
+    def causal_states(self, history: torch.Tensor) -> torch.Tensor:
+        """The window encoder: (B, H, S) history tokens -> (B, H, C) states, position t attending to the
+        real items <= t; item positions count from each row's first real item."""
+        B, H, S = history.shape
+        real_item = (history != PAD).any(dim=2)  # (B, H)
+        x = self.t5.shared(history).sum(dim=2) * S ** -0.5  # (B, H, C), as in "items" encoding
+        if self.config.dual_positions:
+            x = x + self.item_position((real_item.long().cumsum(dim=1) - 1).clamp(min=0))  # (B, H, C)
+        causal = torch.ones(H, H, dtype=torch.bool, device=history.device).tril()
+        eye = torch.eye(H, dtype=torch.bool, device=history.device)
+        allowed = (causal & real_item[:, None, :]) | eye  # (B, H, H): padding rows see themselves only
+        return encoder_pass(self.t5, x, allowed)
+
     # ---- decoder -------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, cache=None) -> torch.Tensor:
-        """tokens: (N, t) decoder inputs -> (N, t, C) output states, scaled as T5 scales before lm_head."""
+        """tokens: (N, t) decoder inputs -> (N, t, C) output states, scaled as T5 scales before lm_head.
+
+        A window model's start token gets the state of the history's last position (see NOTE; no cache).
+        """
+        if self.config.samples == "window":
+            rows = torch.arange(len(states), device=states.device)
+            return decoder_pass(self.t5, tokens, states, rows, mask.bool(), start=states[:, -1]) * self.output_scale
         out = self.t5.decoder(input_ids=tokens, encoder_hidden_states=states, encoder_attention_mask=mask,
                               cache=cache, use_cache=cache is not None)
         hidden = out.last_hidden_state
@@ -176,17 +208,46 @@ class Generator(nn.Module):
         return logp.masked_fill(~allowed, float("-inf"))
 
     # ---- training ------------------------------------------------------------------------------
-    def forward(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of generating the target codes.
 
-        history: (B, H, S) tokens; target: (B, D) local codes of the decode modality;
-        allowed: (B, D, W) bool, the trie children of the ground-truth prefix at every step.
+        One target per history: history (B, H, S) tokens; target (B, D) local codes of the decode
+        modality; allowed (B, D, W) bool, the trie children of the ground-truth prefix at every step.
+        A window (with `valid`): target (B, H, D) and allowed (B, H, D, W) for the next item of every
+        position, valid (B, H) bool where that target exists; the loss is the mean over valid targets.
         """
+        if valid is not None:
+            return self.window_loss(history, target, allowed, valid)
         states, mask = self.encode(history)
         target_tokens = self.level_token.gather(1, target.T).T  # (B, D) vocabulary ids
         decoder_input = torch.cat([torch.full_like(target_tokens[:, :1], BOS), target_tokens[:, :-1]], dim=1)
         hidden = self.decode(decoder_input, states, mask)  # (B, D, C)
         return self.sequence_loss(hidden, target, allowed)
+
+    @property
+    def output_scale(self) -> float:
+        """T5 scales the decoder output before a tied lm head."""
+        return self.config.d_model ** -0.5 if self.t5.config.tie_word_embeddings else 1.0
+
+    def window_loss(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
+                    valid: torch.Tensor) -> torch.Tensor:
+        """Every target of a window in one pass (see `forward`): one causal encoder pass, one decoder pass
+        for all positions, the sequence of position t cross-attending to positions <= t."""
+        first = first_real_column(history)
+        history, target, allowed, valid = history[:, first:], target[:, first:], allowed[:, first:], valid[:, first:]
+        B, H, D = target.shape
+        states = self.causal_states(history)  # (B, H, C)
+        tokens = self.level_token.gather(1, target.reshape(-1, D).T).T.reshape(B, H, D)  # (B, H, D) vocabulary ids
+        decoder_input = torch.cat([torch.full_like(tokens[..., :1], BOS), tokens[..., :-1]], dim=2)
+        real_item = (history != PAD).any(dim=2)  # (B, H)
+        user, position = valid.nonzero(as_tuple=True)  # (N,) each: the targets, padding left out
+        sees = (torch.arange(H, device=history.device)[None] <= position[:, None]) & real_item[user]  # (N, H)
+        hidden = decoder_pass(self.t5, decoder_input[user, position], states, user, sees,
+                              start=states[user, position]) * self.output_scale  # (N, D, C)
+        if not len(user):
+            return hidden.sum() + 0.0 * states.sum()  # no target in this batch: zero, every parameter in the graph
+        return self.sequence_loss(hidden, target[user, position], allowed[user, position])
 
     def sequence_loss(self, hidden: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Mean over steps of the cross-entropy, normalised over the permitted tokens of each step."""
@@ -201,3 +262,9 @@ class Generator(nn.Module):
             permitted = permitted & allowed
         logits = logits.masked_fill(~permitted, float("-inf"))
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
+def first_real_column(history: torch.Tensor) -> int:
+    """history (B, H, S): the first item column that holds a real item in some row (H - 1 when none)."""
+    real_item = (history != PAD).any(dim=2)  # (B, H)
+    return int(real_item.any(dim=0).float().argmax()) if bool(real_item.any()) else history.shape[1] - 1

@@ -1,10 +1,12 @@
-"""Training the MSCGRec generator (`mscg train`): every training prefix of every user is one sample; the
-loss is the constrained cross-entropy of the next item's codes; early stopping on validation NDCG@10 of
-trie-constrained beam search."""
+"""Training the MSCGRec generator (`mscg train`): the constrained cross-entropy of the next item's codes,
+early stopping on validation NDCG@10 of trie-constrained beam search. A sample is one training prefix
+(`samples="prefix"`, the paper's model) or one window of a user's training sequence whose every position
+is a target (`samples="window"`); either way every training transition is a target once per epoch."""
 
 from __future__ import annotations
 
 from collections.abc import Generator as GeneratorType
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 from mscg.artifacts.codes import Codes
-from mscg.data.samples import GeneratorSamples
+from mscg.data.samples import GeneratorSamples, GeneratorWindows
 from mscg.data.split import Dataset
 from mscg.errors import DataError
 from mscg.generator_recommender import DEFAULT_BEAM_SIZE, GeneratorRecommender, generator_parts
@@ -26,6 +28,17 @@ GENERATOR_LOOP = LoopConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=0.0
 DEFAULT_VALID_USERS = 10_000  # validated after each epoch (a seeded sample when there are more)
 
 
+def default_window_stride(max_history: int) -> int:
+    """Windows start every max_history / 2 items: each target sees at least half a window of history."""
+    return max(1, max_history // 2)
+
+
+def windows_per_step(batch_size: int, n_windows: int, n_targets: int) -> int:
+    """Windows per step so that a step holds about `batch_size` targets, as a prefix step does (a window
+    holds up to max_history targets: on long histories ~20, on short ones a few)."""
+    return max(1, round(batch_size * n_windows / max(n_targets, 1)))
+
+
 def validation_users(n_users: int, valid_users: int, seed: int) -> np.ndarray:
     """The users validated after each epoch: all of them, or a seeded sample of `valid_users`, sorted."""
     rng = np.random.default_rng(seed)
@@ -34,22 +47,30 @@ def validation_users(n_users: int, valid_users: int, seed: int) -> np.ndarray:
 
 def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: Dataset, *, device: torch.device,
                   valid_users: int = DEFAULT_VALID_USERS, beam_size: int = DEFAULT_BEAM_SIZE,
+                  window_stride: int | None = None,
                   checkpoint_dir: Path | None = None, resume: bool = False, fingerprint: dict[str, Any] | None = None,
                   ) -> GeneratorType[Event, None, tuple[Generator, LoopResult]]:
     """Train the generator on the training prefixes of `ds` over the codes of its catalogue.
 
-    Yields an "info" event (samples, parameters), then the loop's events; returns (the model with its
-    best validated weights, the loop's result).
+    Yields an "info" event (samples, targets, parameters), then the loop's events; returns (the model with
+    its best validated weights, the loop's result, whose `targets_per_second` counts training targets).
     """
     torch.manual_seed(loop.seed)
     model = Generator(config)
     history_tokens, target_codes, trie = generator_parts(codes, config)
     vocab = codes.vocab
-    samples = GeneratorSamples(
-        ds.split, history_tokens, target_codes=target_codes, trie=trie, slot_modality=model.slot_modality,
-        mask_tokens=torch.tensor([vocab.mask_token(m) for m in config.modalities]), mask_prob=config.modality_mask_prob,
-    )
-    if len(samples) == 0:
+    parts = dict(target_codes=target_codes, trie=trie, slot_modality=model.slot_modality,
+                 mask_tokens=torch.tensor([vocab.mask_token(m) for m in config.modalities]),
+                 mask_prob=config.modality_mask_prob)
+    if config.samples == "window":  # batches are gathers on the training device
+        stride = window_stride or default_window_stride(config.max_history)
+        samples = GeneratorWindows(ds.split, history_tokens, **parts, device=device, stride=stride)
+        n_targets = samples.n_targets
+        loop = replace(loop, batch_size=windows_per_step(loop.batch_size, len(samples), n_targets))
+    else:
+        samples = GeneratorSamples(ds.split, history_tokens, **parts)
+        n_targets = len(samples)
+    if n_targets == 0:
         raise DataError(f"no training sample has a target with {config.decode_modality} codes; check --decode and "
                         "the codes")
     recommender = GeneratorRecommender(model, codes, device, beam_size)
@@ -61,8 +82,12 @@ def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: D
         return validation_sums(recommender, ds.split, mine, batch_size=256)
 
     n_params = sum(p.numel() for p in model.parameters())
-    yield Event("info", info={"samples": len(samples), "parameters": n_params, "valid_users": len(chosen)})
+    yield Event("info", info={"samples": len(samples), "targets": n_targets, "parameters": n_params,
+                              "valid_users": len(chosen), "samples_per_step": loop.batch_size})
     events = train_loop(model, samples, loop, device=device, validate=validate, checkpoint_dir=checkpoint_dir,
                         resume=resume, fingerprint={"model": config.to_json(), **(fingerprint or {}),
-                                                    "valid_users": valid_users, "beam_size": beam_size})
-    return (yield from with_model(events, model))
+                                                    "valid_users": valid_users, "beam_size": beam_size,
+                                                    "window_stride": window_stride})
+    model, result = yield from with_model(events, model)
+    result.targets_per_second = result.samples_per_second * n_targets / max(len(samples), 1)
+    return model, result

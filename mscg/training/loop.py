@@ -91,6 +91,7 @@ class LoopResult:
     steps: int = 0  # optimizer steps in all (a resumed run counts those before the interruption)
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    targets_per_second: float | None = None  # where a sample holds several targets (generator windows)
     precision: str = "fp32"  # the arithmetic training ran in
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -101,9 +102,12 @@ class LoopResult:
 
     def summary(self) -> dict[str, Any]:
         """What a model directory records about its training."""
-        return {"best_epoch": self.best_epoch, "best_valid_metric": self.best_metric, "epochs_run": self.epochs_run,
-                "seconds": round(self.seconds, 2), "samples_per_second": round(self.samples_per_second, 1),
-                "precision": self.precision, "history": self.history}
+        out = {"best_epoch": self.best_epoch, "best_valid_metric": self.best_metric, "epochs_run": self.epochs_run,
+               "seconds": round(self.seconds, 2), "samples_per_second": round(self.samples_per_second, 1),
+               "precision": self.precision, "history": self.history}
+        if self.targets_per_second is not None:
+            out["targets_per_second"] = round(self.targets_per_second, 1)
+        return out
 
 
 def train_loop(

@@ -56,7 +56,7 @@ def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: t
     `start` = (vectors, known) from `content_start` sets the first item table. Yields the loop's events;
     returns (the model with its best validated weights, the loop's result).
     """
-    windows = SASRecWindows(ds.split, config.max_history)
+    windows = SASRecWindows(ds.split, config.max_history, device=device)
     if len(windows) == 0:
         raise DataError(f"{ds.interactions_path}: no user has a training transition (every user has exactly 3 "
                         "interactions); SASRec needs longer sequences")

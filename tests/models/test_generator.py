@@ -117,9 +117,13 @@ def test_incremental_decoder_matches_the_full_t5_decoder(encoding):
         assert torch.allclose(step, full, atol=1e-5)
 
 
-@pytest.mark.parametrize("constraint", ["trie", "level", "off"])
-def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(constraint):
-    model, vocab, tokens, trie, collab = make_model(constraint)
+@pytest.mark.parametrize("constraint,samples", [("trie", "prefix"), ("level", "prefix"), ("off", "prefix"),
+                                                ("trie", "window"), ("off", "window")])
+def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(constraint, samples):
+    if samples == "window":
+        model, tokens, trie, collab = window_model(constraint)
+    else:
+        model, vocab, tokens, trie, collab = make_model(constraint)
     history = tokens[torch.randint(0, 60, (4, 5))]
     items, scores = beam_search(model, history, trie, beam_size=10)
     assert items.shape == (4, 10)
@@ -180,3 +184,100 @@ def test_history_tokens_right_align_and_pad():
     out = ht([np.array([0, 1, 2, 3]), np.array([2])])
     assert out[0].tolist() == [[13, 14, 15], [16, 17, 18], [19, 20, 21]]
     assert out[1].tolist() == [[0, 0, 0], [0, 0, 0], [16, 17, 18]]
+
+
+# ---- every target of a window in one pass (`samples="window"`) ----------------------------------------------
+
+def window_model(constraint="trie", seed=0, dual_positions=True):
+    model, vocab, tokens, trie, collab = make_model(constraint, encoding="items", seed=seed)
+    config = GeneratorConfig.from_json({**model.config.to_json(), "samples": "window",
+                                        "dual_positions": dual_positions})
+    torch.manual_seed(seed)
+    return Generator(config).eval(), tokens, trie, collab
+
+
+def window_batch(tokens, trie, collab, seed=0):
+    """4 left-padded windows of 5 positions (one shorter row, one target without codes) as GeneratorWindows
+    builds them: history tokens, next-item codes, trie masks and validity per position."""
+    g = torch.Generator().manual_seed(seed)
+    items = torch.randint(0, 60, (4, 6), generator=g)  # 5 inputs + the item after the last one
+    items[1, :2] = -1  # a short user: two padding positions on the left
+    pad_row = torch.zeros(1, tokens.shape[1], dtype=torch.long)
+    table = torch.cat([tokens, pad_row])
+    inputs, targets = items[:, :-1], items[:, 1:].clone()
+    targets[1, 0] = -1  # the first real input of row 1 has its target padded away too
+    valid = (targets >= 0) & (inputs >= 0)
+    valid[2, 3] = False  # a target that lacks decode codes
+    history = table[torch.where(inputs >= 0, inputs, len(tokens))]  # (4, 5, S)
+    allowed = trie.allowed_along(targets.clamp(min=0).reshape(-1)).view(4, 5, *trie.allowed_along(
+        torch.tensor([0])).shape[1:])
+    return history, collab[targets.clamp(min=0)], allowed, valid
+
+
+@pytest.mark.parametrize("constraint", ["trie", "off"])
+def test_window_loss_is_the_mean_of_the_prefix_losses_of_the_same_targets(constraint):
+    """One pass over a window == a brute-force loop that feeds each target's own prefix to the same causal
+    model (through transformers' T5 decoder, not the window pass)."""
+    model, tokens, trie, collab = window_model(constraint)
+    history, target, allowed, valid = window_batch(tokens, trie, collab)
+    one_pass = model(history, target, allowed, valid)
+    losses = []
+    for b, t in valid.nonzero().tolist():
+        prefix = history[b:b + 1, :t + 1]  # (1, t+1, S): the window up to position t, right-aligned
+        losses.append(model(prefix, target[b:b + 1, t], allowed[b:b + 1, t]))
+    assert torch.allclose(one_pass, torch.stack(losses).mean(), atol=1e-5)
+
+
+def test_no_window_target_sees_a_later_item():
+    """Changing items t+1.. of a window leaves the decoder states (and so the logits) of target t unchanged."""
+    from mscg.models.t5_passes import decoder_pass
+
+    model, tokens, trie, collab = window_model()
+    history, target, _, _ = window_batch(tokens, trie, collab)
+    states = model.causal_states(history)
+    changed = history.clone()
+    changed[:, 3:] = tokens[torch.randint(0, 60, (4, 2))]
+    changed_states = model.causal_states(changed)
+    assert torch.allclose(states[:, :3], changed_states[:, :3], atol=1e-6)
+    assert not torch.allclose(states[:, 3:], changed_states[:, 3:], atol=1e-3)
+    dec_input = model.level_token.gather(1, target.reshape(-1, target.shape[-1]).T).T  # (20, D): 4 users x 5
+    user, position = torch.arange(4).repeat_interleave(5), torch.arange(5).repeat(4)
+    sees = torch.arange(5)[None] <= position[:, None]  # (20, 5)
+    hidden = decoder_pass(model.t5, dec_input, states, user, sees).view(4, 5, *dec_input.shape[1:], -1)
+    changed_hidden = decoder_pass(model.t5, dec_input, changed_states, user, sees).view(hidden.shape)
+    assert torch.allclose(hidden[:, :3], changed_hidden[:, :3], atol=1e-6)
+    assert not torch.allclose(hidden[:, 3:], changed_hidden[:, 3:], atol=1e-3)
+
+
+def test_t5_passes_are_transformers_t5():
+    """The encoder and decoder passes compute what transformers' T5 computes on the same weights and masks."""
+    from mscg.models.t5_passes import decoder_pass, encoder_pass
+
+    model, _, tokens, _, _ = make_model(encoding="items")
+    t5 = model.t5
+    x = torch.randn(3, 7, 32, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[0, :2] = 0
+    expected = t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    got = encoder_pass(t5, x, mask.bool()[:, None, :].expand(3, 7, 7))
+    assert torch.allclose(got[1:], expected[1:], atol=1e-6) and torch.allclose(got[0, 2:], expected[0, 2:], atol=1e-6)
+    decoder_input = torch.randint(2, int(tokens.max()), (3, 4), generator=torch.Generator().manual_seed(2))
+    expected = t5.decoder(input_ids=decoder_input, encoder_hidden_states=expected,
+                          encoder_attention_mask=mask).last_hidden_state
+    states = t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    got = decoder_pass(t5, decoder_input, states, torch.arange(3), mask.bool())
+    assert torch.allclose(got, expected, atol=1e-6)
+    rows = torch.tensor([2, 0, 2])  # sequences may read any user's states, in any order
+    assert torch.allclose(decoder_pass(t5, decoder_input[rows], states, rows, mask.bool()[rows]), expected[rows],
+                          atol=1e-6)
+
+
+def test_a_window_model_recommends_from_the_whole_history():
+    """At inference a window model reads the whole history causally; its last position sees every item, and
+    beam search returns real items."""
+    model, tokens, trie, collab = window_model()
+    history = tokens[torch.randint(0, 60, (3, 5), generator=torch.Generator().manual_seed(3))]
+    items, scores = beam_search(model, history, trie, beam_size=10)
+    assert bool((items >= 0).all()) and bool((scores[:, :-1] >= scores[:, 1:]).all())
+    states, mask = model.encode(history)
+    assert torch.allclose(states, model.causal_states(history)) and bool(mask.all())

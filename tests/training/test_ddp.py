@@ -138,11 +138,15 @@ def test_collab_under_torchrun_writes_normal_artifacts(codes_dir):
     assert json.loads((w / "eval_sasrec.json").read_text())["users"] == 60
 
 
-def test_train_under_torchrun_matches_a_single_process_run(codes_dir):
+@pytest.mark.parametrize("samples,batch", [("prefix", 64), ("window", 8)])
+def test_train_under_torchrun_matches_a_single_process_run(codes_dir, samples, batch):
     w, data = codes_dir
-    mscg("train", "-d", data, "--codes", w / "codes", "-o", w / "gen_1", *TINY_GENERATOR, "--batch-size", "64")
-    out = torchrun("mscg", "train", "-d", data, "--codes", w / "codes", "-o", w / "gen_2", *TINY_GENERATOR,
-                   "--batch-size", "32")
+    w = w / samples
+    w.mkdir()
+    args = [*TINY_GENERATOR, "--samples", samples]
+    mscg("train", "-d", data, "--codes", w.parent / "codes", "-o", w / "gen_1", *args, "--batch-size", str(batch))
+    out = torchrun("mscg", "train", "-d", data, "--codes", w.parent / "codes", "-o", w / "gen_2", *args,
+                   "--batch-size", str(batch // 2))
     assert out.stdout.count("wrote ") == 1, out.stdout  # rank 0 alone reports (and writes)
     # identical artifact format
     names = sorted(p.name for p in (w / "gen_2").iterdir())

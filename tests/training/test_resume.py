@@ -165,15 +165,17 @@ def test_collab_resumes_after_kill(pipe, tmp_path):
     assert json.loads((model / "meta.json").read_text())["provenance"]["seed"] == 3
 
 
-def test_train_resumes_after_ctrl_c(pipe, tmp_path):
+@pytest.mark.parametrize("samples,batch", [("prefix", "16"), ("window", "2")])  # windows: ~5x fewer samples
+def test_train_resumes_after_ctrl_c(pipe, tmp_path, samples, batch):
     import mscg.models.generator  # noqa: F401 - imported once, before the fork, not in both processes
 
     data, codes = pipe.data, pipe.codes
     out, ref = tmp_path / "generator", tmp_path / "ref"
-    args = ["train", "-d", data, "--codes", codes, "-o", out, *TRAIN]
+    args = ["train", "-d", data, "--codes", codes, "-o", out, *TRAIN, "--samples", samples, "--batch-size", batch]
 
     def reference():
-        result = invoke("train", "-d", data, "--codes", codes, "-o", ref, *TRAIN)
+        result = invoke("train", "-d", data, "--codes", codes, "-o", ref, *TRAIN, "--samples", samples,
+                        "--batch-size", batch)
         assert result.exit_code == 0, result.output
 
     code, state = interrupted_run(args, out, tmp_path / "log", signal.SIGINT, reference)
