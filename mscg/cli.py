@@ -10,13 +10,52 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from mscg import __version__
 from mscg.artifacts.meta import set_command_line
 from mscg.commands import _common
 
+# click's exception classes as this typer uses them (typer >= 0.2x carries its own copy of click)
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+NoArgsIsHelpError = getattr(sys.modules[ClickException.__module__], "NoArgsIsHelpError",
+                            type("Never", (Exception,), {}))
+
+
+def _one_line(e: Exception):
+    """A usage error of click's own (unknown option, missing or invalid value) as one `error:` line, as mscg's
+    own errors are, with the exit code click gives it (2)."""
+    from mscg.console import error
+
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    error(" ".join(e.format_message().split()) + hint)
+    raise typer.Exit(e.exit_code)
+
+
+class OneLineErrors(TyperGroup):
+    """The mscg group: click's usage errors print one line instead of typer's boxed panel."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except NoArgsIsHelpError:  # `mscg` alone prints the help
+            raise
+        except ClickException as e:
+            _one_line(e)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except ClickException as e:
+            _one_line(e)
+
+
 app = typer.Typer(
     name="mscg",
+    cls=OneLineErrors,
     help="Multimodal generative recommendation (MSCGRec) as composable stages. "
          "Every stage reads and writes files; run `mscg STAGE --help` for its inputs, outputs and examples.",
     no_args_is_help=True,

@@ -16,7 +16,21 @@ class DataError(MscgError):
     exit_code = 1
 
 
+class UnknownItemError(DataError):
+    """An item id the model's catalogue does not hold (`item_id` names it)."""
+
+    def __init__(self, item_id: str, message: str):
+        super().__init__(message)
+        self.item_id = item_id
+
+
 class UsageError(MscgError):
     """Flags that cannot work together, or an output that exists without --force (exit 2)."""
 
     exit_code = 2
+
+
+class WriteError(MscgError):
+    """An output cannot be written now: the disk is full, or another mscg process is writing it (exit 1)."""
+
+    exit_code = 1

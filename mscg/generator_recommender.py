@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from mscg.artifacts.codes import Codes, load_codes
+from mscg.artifacts.configcheck import check_config, check_item_ids, check_weights
+from mscg.artifacts.meta import verify_input
 from mscg.artifacts.modeldir import load_weights
 from mscg.data.batching import seen_items
 from mscg.data.samples import HistoryTokens
@@ -85,23 +87,50 @@ class GeneratorRecommender:
         return float(self.n_slots)  # one byte per slot at codebooks of <= 256 codewords
 
 
+def model_codes_path(path: Path, meta: dict) -> Path:
+    """The codes a generator uses by default: the copy inside its directory (meta.json names it relatively, so
+    the directory can be moved), or, for a model trained before models carried their codes, the absolute path
+    its meta.json records."""
+    recorded = meta.get("codes")
+    if not isinstance(recorded, str) or not recorded:
+        raise DataError(f"{path}/meta.json names no codes; pass --codes (the codes the model was trained with)")
+    codes = Path(recorded)
+    if not codes.is_absolute():
+        codes = Path(path) / codes
+        if not codes.exists():
+            raise DataError(f"{codes} is missing: the model directory is incomplete; copy the whole directory, or "
+                            "pass --codes (the codes the model was trained with)")
+    elif not codes.exists():
+        raise DataError(f"{path} was trained before model directories held their codes, and the codes its "
+                        f"meta.json names, {codes}, do not exist; pass --codes (the codes it was trained with)")
+    return codes
+
+
 def load_generator_recommender(path: Path, config: dict, meta: dict, device: torch.device, *,
-                               beam_size: int | None, codes_path: Path | None) -> GeneratorRecommender:
-    try:
-        gconfig = GeneratorConfig.from_json(config)
-    except TypeError as e:
-        raise DataError(f"{path}/config.json does not fit an mscg generator ({e}); "
-                        "re-create it with `mscg train`") from None
-    codes_path = Path(codes_path) if codes_path is not None else Path(meta.get("codes", ""))
-    codes = load_codes(codes_path, "--codes")
+                               beam_size: int | None, codes_path: Path | None,
+                               verify: bool = True) -> GeneratorRecommender:
+    """A generator and its codes: the config checked before anything is built; the codes (by default its own,
+    `model_codes_path`) must fit the model and, with `verify`, have the SHA-256 meta.json records for them."""
+    gconfig = check_config(path, config, GeneratorConfig, "`mscg train`")
+    item_ids = check_item_ids(path, meta)
+    recorded_beam = meta.get("beam_size", DEFAULT_BEAM_SIZE)
+    if isinstance(recorded_beam, bool) or not isinstance(recorded_beam, int) or not 1 <= recorded_beam <= 1 << 16:
+        raise DataError(f"{path}/meta.json: beam_size must be an integer from 1 to 65536; re-create it with "
+                        "`mscg train`")
+    check_weights(path, lambda: Generator(gconfig))
+    flag = "--codes" if codes_path is not None else "codes"
+    codes_path = Path(codes_path) if codes_path is not None else model_codes_path(path, meta)
+    codes = load_codes(codes_path, flag)
     if codes.vocab.to_json() != gconfig.vocabulary:
         raise DataError(f"codes {codes_path} do not match the model {path} (another vocabulary layout); pass the "
                         "--codes the model was trained with")
-    if codes.item_ids != meta.get("item_ids"):
+    if codes.item_ids != item_ids:
         raise DataError(f"codes {codes_path} cover other items than the model {path} was trained on; pass the "
                         "--codes the model was trained with")
+    if verify:
+        verify_input(codes_path, meta, "codes", path)
     model = load_weights(Generator(gconfig), path)
-    beam = beam_size if beam_size is not None else int(meta.get("beam_size", DEFAULT_BEAM_SIZE))
+    beam = beam_size if beam_size is not None else recorded_beam
     if beam < 1:
         raise UsageError("--beam-size must be at least 1")
     return GeneratorRecommender(model, codes, device, beam, meta)

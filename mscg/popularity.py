@@ -19,15 +19,41 @@ import numpy as np
 import torch
 
 from mscg.data.split import Split
+from mscg.errors import DataError, UsageError
 from mscg.metrics import means, metric_sums
 
 GROUPS = ("popular", "middle", "rare")
+COUNTS_KEY = "train_item_counts"  # in a model's meta.json: train_counts, in item order
 
 
 def train_counts(split: Split, n_items: int) -> np.ndarray:
     """(n_items,) occurrences of each item in the training split."""
     train = [split.train_sequence(u) for u in range(len(split))]
     return np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items)
+
+
+def recorded_train_counts(meta: dict, n_items: int, model) -> np.ndarray | None:
+    """The training popularity a model's meta.json records (`train`, `collab --model-out`); None for a model
+    trained before mscg recorded it."""
+    counts = meta.get(COUNTS_KEY) if isinstance(meta, dict) else None
+    if counts is None:
+        return None
+    if not isinstance(counts, list) or len(counts) != n_items or \
+            not all(type(c) is int and 0 <= c < 1 << 62 for c in counts):
+        raise DataError(f"{model}/meta.json: {COUNTS_KEY} must list one count >= 0 per item ({n_items:,}); "
+                        "re-create the model with the stage that made it")
+    return np.asarray(counts, dtype=np.int64)
+
+
+def no_counts_error(asked_by: str, model) -> UsageError:
+    """`asked_by` (an option) needs training popularity that the model's meta.json does not record."""
+    return UsageError(f"{asked_by} needs the model's training popularity, but {model}/meta.json records none (a "
+                      "model made by an older mscg); re-create it with `mscg train` or `mscg collab --model-out`")
+
+
+def most_popular(counts: np.ndarray, k: int) -> np.ndarray:
+    """The (up to) k items most often in training, ties in catalogue order."""
+    return np.argsort(-np.asarray(counts), kind="stable")[:k]
 
 
 class PopularityBreakdown:

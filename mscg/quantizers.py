@@ -33,40 +33,54 @@ class QuantizerType:
     reads: str  # "embeddings" (an embeddings artifact) or "images" (the item images of DATA)
     training: type | None = None  # the dataclass of its training options (None: no training loop)
     fixed: tuple[str, ...] = ("codebook_sizes", "modality", "model_type")  # config fields no option sets
+    tunable: tuple[str, ...] = ()  # config fields an option sets (embedding quantizers)
 
     def options(self) -> set[str]:
-        """The names `quantize` accepts as options of this method: training options, and for image
-        quantizers the config fields (the architecture) too."""
+        """The names `quantize` accepts as options of this method: training options, the `tunable` config
+        fields, and for image quantizers every config field (the architecture)."""
         names = {f.name for f in fields(self.training)} if self.training is not None else set()
+        names |= set(self.tunable)
         if self.reads == "images":
             names |= {f.name for f in fields(self.config) if f.name not in self.fixed}
         return names
 
 
 QUANTIZERS: dict[str, QuantizerType] = {
-    "rq-kmeans": QuantizerType(RQKMeansConfig, RQKMeans, fit_rq_kmeans, "embeddings"),
+    "rq-kmeans": QuantizerType(RQKMeansConfig, RQKMeans, fit_rq_kmeans, "embeddings",
+                               tunable=("balanced_last_level",)),
     "rq-vae": QuantizerType(RQVAEConfig, RQVAE, fit_rqvae, "embeddings", RQVAETraining),
     "rq-dino": QuantizerType(RQDINOConfig, RQDINO, fit_rq_dino, "images", RQDINOTraining),
 }
 METHODS = tuple(QUANTIZERS)
 
 
-def build_quantizer(config: dict[str, Any]) -> torch.nn.Module:
-    """The module a quantizer's config.json describes (untrained weights)."""
-    kind = QUANTIZERS[config["model_type"]]
+def build_quantizer(config: dict[str, Any], path: Path | None = None) -> torch.nn.Module:
+    """The module a quantizer's config.json describes (untrained weights), every field checked first."""
+    qconfig = checked_config(config, path)
     try:
-        return kind.module(kind.config.from_json(config))
-    except (TypeError, ValueError) as e:
+        return QUANTIZERS[config["model_type"]].module(qconfig)
+    except ValueError as e:
         raise DataError(f"quantizer config.json does not fit a {config.get('model_type')} quantizer ({e}); "
                         "re-create it with `mscg quantize`") from None
 
 
+def checked_config(config: dict[str, Any], path: Path | None = None):
+    from mscg.artifacts.configcheck import check_config
+
+    kind = QUANTIZERS[config["model_type"]]
+    return check_config(Path(path) if path is not None else Path("quantizer"), config, kind.config, "`mscg quantize`")
+
+
 def load_quantizer(path: Path, flag: str = "--quantizer") -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
-    """(module in eval mode, config, meta) of a quantizer directory."""
+    """(module in eval mode, config, meta) of a quantizer directory; its config is checked against the tensor
+    shapes in model.safetensors' header before anything is built."""
+    from mscg.artifacts.configcheck import check_weights
     from mscg.artifacts.modeldir import load_weights, read_model_dir
 
     config, meta = read_model_dir(path, "quantizer", flag, METHODS)
-    model = build_quantizer(config)
+    qconfig = checked_config(config, path)
+    check_weights(path, lambda: QUANTIZERS[config["model_type"]].module(qconfig))
+    model = build_quantizer(config, path)
     load_weights(model, path)
     return model.eval(), config, meta
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mscg.artifacts.configcheck import check_config, check_item_ids, check_weights
 from mscg.artifacts.modeldir import load_weights, read_model_dir
 from mscg.data.batching import left_pad, seen_items
 from mscg.metrics import ranks_from_scores
@@ -68,12 +69,20 @@ class SASRecRecommender:
         return table.shape[1] * table.element_size()
 
 
-def load_recommender(path: Path, device: torch.device, *, beam_size: int | None = None, codes_path: Path | None = None):
+def load_recommender(path: Path, device: torch.device, *, beam_size: int | None = None, codes_path: Path | None = None,
+                     verify: bool = True):
+    """The recommender of a model directory. Its config is checked (types, ranges, and the tensor shapes of
+    model.safetensors' header) before anything is built; `verify`: a generator's codes must have the digest
+    its meta.json records."""
     config, meta = read_model_dir(path, "model", "MODEL", MODEL_TYPES)
     if config["model_type"] == "sasrec":
         fields = {k: v for k, v in config.items() if k in SASRecConfig.__dataclass_fields__}
-        model = load_weights(SASRec(SASRecConfig(**fields)), path)
-        return SASRecRecommender(model, meta["item_ids"], device, meta)
+        sconfig = check_config(path, fields, SASRecConfig, "`mscg collab --model-out`")
+        item_ids = check_item_ids(path, meta, sconfig.n_items)
+        check_weights(path, lambda: SASRec(sconfig))
+        model = load_weights(SASRec(sconfig), path)
+        return SASRecRecommender(model, item_ids, device, meta)
     from mscg.generator_recommender import load_generator_recommender
 
-    return load_generator_recommender(path, config, meta, device, beam_size=beam_size, codes_path=codes_path)
+    return load_generator_recommender(path, config, meta, device, beam_size=beam_size, codes_path=codes_path,
+                                      verify=verify)

@@ -3,25 +3,51 @@
 A crash, Ctrl-C or kill leaves either the old output or none (plus, for resumable training stages,
 a `.NAME.partial/` directory holding the resume checkpoint). An existing output is refused unless
 `force`; an output is never written inside one of the stage's inputs.
+
+Also, for every output:
+- a lock: the writing process holds an exclusive lock (flock) on a `.NAME.lock` sibling from its first
+  check of the output until the output is in place, so a second mscg process writing the same output
+  stops at once;
+- no symbolic links: the output and its `.NAME.partial`, `.NAME.old` and `.NAME.lock` siblings are
+  never followed (a link there is refused), and a reused partial directory keeps only its checkpoint;
+- a full disk is reported as such ("no space left on device while writing OUTPUT", whatever library
+  raised it), after the partial output is removed (a resume checkpoint written before is kept).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
+import fcntl
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mscg.errors import UsageError
+from mscg.errors import DataError, MscgError, UsageError, WriteError
+
+CHECKPOINT_FILE = "resume.pt"  # = mscg.training.loop.RESUME_FILE: what a failed resumable stage keeps
+LOW_SPACE_BYTES = 16 << 20  # a write that failed without a reason, with less than this free: a full disk
 
 
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def old_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
 def check_output(path: Path, *, force: bool, inputs: Iterable[Path] = ()) -> None:
-    """Refuse an existing output without --force, and any output that lies inside an input."""
+    """Refuse an existing output without --force, any output that lies inside an input, and symbolic links
+    at the output or its siblings; then take the output's lock (held until the output is written)."""
+    path = Path(path)
     target = path.resolve()
     for source in inputs:
         source = Path(source).resolve()
@@ -29,17 +55,170 @@ def check_output(path: Path, *, force: bool, inputs: Iterable[Path] = ()) -> Non
             raise UsageError(f"output {path} would be written inside the input {source}; choose another output path")
         if target in source.parents:
             raise UsageError(f"output {path} contains the input {source}; choose another output path")
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to replace it or choose another output path")
+    for link, what in ((path, "output"), (partial_path(path), "partial output"), (old_path(path), "old output"),
+                       (lock_path(path), "lock file")):
+        if link.is_symlink():
+            raise UsageError(f"the {what} {link} is a symbolic link, and mscg never writes through one; remove the "
+                             "link or choose another output path")
     if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _cannot_write(path, e) from None
+    lock_output(path)
+    if path.exists() and not force:
+        release_output(path)
+        raise UsageError(f"{path} already exists; pass --force to replace it or choose another output path")
 
+
+# ---- the output lock ------------------------------------------------------------------------------
+
+_held: dict[str, int] = {}  # absolute lock path -> open descriptor holding the flock
+
+
+def lock_output(path: Path) -> None:
+    """Take the exclusive lock of `path` (re-entrant in this process); refuse when another process holds it."""
+    lock = lock_path(Path(path))
+    key = os.path.abspath(lock)
+    if key in _held:
+        return
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UsageError(f"the lock file {lock} is a symbolic link, and mscg never writes through one; "
+                                 "remove the link") from None
+            raise _cannot_write(Path(path), e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise WriteError(f"another mscg process{holder} is writing {path}; wait for it to finish, or choose "
+                             "another output path") from None
+        try:  # the previous holder may have removed the file between our open and our lock: lock the new one
+            same = os.path.samestat(os.lstat(lock), os.fstat(fd))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    with contextlib.suppress(OSError):  # for the message of a second process; a full disk may refuse it
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    _held[key] = fd
+
+
+def release_output(path: Path) -> None:
+    """Drop the lock of `path` (if this process holds it) and remove the lock file."""
+    _release(os.path.abspath(lock_path(Path(path))))
+
+
+@atexit.register
+def release_all() -> None:
+    """Drop every lock this process holds (the CLI calls it when a command ends, however it ends)."""
+    for key in list(_held):
+        _release(key)
+
+
+def _forget_in_child() -> None:
+    """A forked child does not hold its parent's locks (nor removes their files)."""
+    for fd in _held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _release(key: str) -> None:
+    fd = _held.pop(key, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.lstat(key), os.fstat(fd)):
+            os.unlink(key)  # still locked: a process waiting on the old file sees it gone and retries
+    os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
+def _cannot_write(path: Path, e: OSError) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(f"no space left on device while writing {path}; free some space and rerun")
+    where = f" ({e.filename})" if e.filename else ""
+    return DataError(f"cannot write {path}: {e.strerror or e}{where}; check the path and its permissions, or "
+                     "choose another output folder")
+
+
+# ---- full disks -----------------------------------------------------------------------------------
+
+_NO_SPACE = re.compile(r"no space left|os error 28|storagefull|disk quota|\benospc\b", re.IGNORECASE)
+# What torch.save / numpy say when a write comes up short, without saying why.
+_SHORT_WRITE = re.compile(r"unexpected pos|file write failed|failed writing|iostream error|requested and \d+ written",
+                          re.IGNORECASE)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes (for this user) on the file system of `path` or of its nearest existing parent."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 1 << 62
+
+
+def is_disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether `exc` (an OSError, or a safetensors/torch/numpy error wrapping one) is a full disk (or quota)
+    while writing under `where`."""
+    if isinstance(exc, (KeyboardInterrupt, WriteError)):
+        return False
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if not isinstance(e, MscgError) and _NO_SPACE.search(str(e)):
+            return True
+    return any(_SHORT_WRITE.search(str(e)) for e in chain) and free_bytes(where) < LOW_SPACE_BYTES
+
+
+def disk_full_error(path: Path, kept: Path | None = None) -> WriteError:
+    then = (f"rerun the same command with --resume (the last checkpoint is kept in {kept})" if kept is not None
+            else "rerun the same command")
+    return WriteError(f"no space left on device while writing {path}; nothing was written there: free some space "
+                      f"(or choose an output on another disk), then {then}")
+
+
+# ---- atomic outputs -------------------------------------------------------------------------------
 
 class AtomicDir:
     """`with AtomicDir(out) as tmp:` write into `tmp`; on success it becomes `out`.
 
-    `resumable=True` keeps the partial directory when the body fails after writing something there
-    (the resume checkpoint) and reuses it when `resume=True`; otherwise a stale partial directory is cleared.
+    `resumable=True` keeps the resume checkpoint (CHECKPOINT_FILE) of the partial directory when the body
+    fails after writing one, and reuses it when `resume=True`; everything else in a partial directory is
+    cleared, on entry and on failure.
     """
 
     def __init__(self, path: Path, *, force: bool = False, inputs: Iterable[Path] = (),
@@ -53,26 +232,60 @@ class AtomicDir:
 
     def __enter__(self) -> Path:
         check_output(self.path, force=self.force, inputs=self.inputs)
-        if self.partial.exists() and not (self.resumable and self.resume):
-            shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.partial.is_dir() and self.resumable and self.resume:
+                checkpoint = self.partial / CHECKPOINT_FILE
+                if checkpoint.is_symlink() or (checkpoint.exists() and not checkpoint.is_file()):
+                    raise UsageError(f"{checkpoint} is not a checkpoint file mscg wrote (a link or a directory); "
+                                     "remove it, or drop --resume to start afresh")
+                self._clear(keep=CHECKPOINT_FILE)
+            elif self.partial.exists():
+                _remove(self.partial)
+            self.partial.mkdir(exist_ok=True)
+            if self.partial.is_symlink():  # planted between the check and the mkdir
+                raise UsageError(f"the partial output {self.partial} is a symbolic link, and mscg never writes "
+                                 "through one; remove the link")
+        except BaseException:
+            release_output(self.path)
+            raise
         return self.partial
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            if not self.resumable or not (self.partial.is_dir() and any(self.partial.iterdir())):
-                shutil.rmtree(self.partial, ignore_errors=True)
+        if exc_type is None:
+            try:
+                replace_path(self.partial, self.path)
+            finally:
+                release_output(self.path)
             return False
-        replace_path(self.partial, self.path)
+        full = is_disk_full(exc, self.partial)
+        kept = None
+        try:
+            checkpoint = self.partial / CHECKPOINT_FILE
+            if self.resumable and checkpoint.is_file() and not checkpoint.is_symlink():
+                self._clear(keep=CHECKPOINT_FILE)
+                kept = self.partial
+            else:
+                _remove(self.partial, missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            release_output(self.path)
+        if full:
+            raise disk_full_error(self.path, kept) from None
         return False
+
+    def _clear(self, *, keep: str) -> None:
+        """Remove every entry of the partial directory but `keep` (links are removed, never followed)."""
+        for entry in self.partial.iterdir():
+            if entry.name != keep or entry.is_symlink():
+                _remove(entry)
 
 
 def replace_path(new: Path, target: Path) -> None:
     """Move `new` onto `target`, removing the old `target` only once `new` is in place."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            _remove(old)
+    if target.exists() or target.is_symlink():
+        old = old_path(target)
+        _remove(old, missing_ok=True)
         os.replace(target, old)
         os.replace(new, target)
         _remove(old)
@@ -80,24 +293,36 @@ def replace_path(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
+def _remove(path: Path, *, missing_ok: bool = False) -> None:
+    """Remove a file, a link (not what it points to) or a directory tree."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    elif not missing_ok:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
 
 
 def write_text_atomic(path: Path, text: str, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
-    """Write one file atomically (temporary sibling + rename)."""
+    """Write one file atomically (temporary sibling + rename), never through a link."""
     path = Path(path)
     check_output(path, force=force, inputs=inputs)
     tmp = partial_path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        _remove(tmp, missing_ok=True)  # a stale one (check_output refused a link there)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         replace_path(tmp, path)
+    except Exception as e:
+        if is_disk_full(e, tmp):
+            _remove(tmp, missing_ok=True)
+            raise disk_full_error(path) from None
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            _remove(tmp, missing_ok=True)
+        release_output(path)
 
 
 @contextlib.contextmanager

@@ -99,12 +99,14 @@ def load_codes(path: Path, flag: str = "--codes") -> Codes:
         vocab = Vocabulary.from_json(meta["vocabulary"])
         item_ids = meta["item_ids"]
         codes = load_file(str(path / TENSORS_FILE))["codes"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise DataError(f"{path}/meta.json lacks item_ids or vocabulary; re-run assign-codes") from None
     except FileNotFoundError:
         raise DataError(f"{path}/{TENSORS_FILE} is missing; re-run assign-codes") from None
     except (SafetensorError, OSError) as e:
         raise DataError(f"{path}/{TENSORS_FILE} is not a valid codes file ({e}); re-run assign-codes") from None
+    if not isinstance(item_ids, list) or not all(isinstance(i, str) for i in item_ids):
+        raise DataError(f"{path}/meta.json: item_ids must be a list of strings; re-run assign-codes")
     if codes.ndim != 2 or codes.shape != (len(item_ids), len(vocab.slots)):
         raise DataError(f"{path}: codes have shape {tuple(codes.shape)}, expected ({len(item_ids)}, "
                         f"{len(vocab.slots)}); re-run assign-codes")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,33 @@ def provenance(inputs: dict[str, Path], seed: int | None) -> dict[str, Any]:
     }
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN and infinities as None (null), so that the JSON is valid for every reader."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Strict JSON text (NaN written as null), indented, with a final newline."""
+    return json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+
+
+def json_depth(obj: Any) -> int:
+    """How deeply containers nest in `obj` (without recursion, so any depth can be measured)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
 def write_json(path: Path, obj: Any) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -75,6 +103,52 @@ def read_json(path: Path, what: str) -> Any:
         raise DataError(f"{path} is missing; {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not valid JSON ({e}); re-create it with the stage that made it") from None
+    except RecursionError:
+        raise DataError(f"{path} nests too deeply to be an mscg file; re-create it with the stage that "
+                        "made it") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise DataError(f"{path} is not an mscg file ({str(e).splitlines()[0][:120]}); re-create it with the stage "
+                        "that made it") from None
+
+
+def recorded_digest(meta: dict[str, Any], name: str) -> str | None:
+    """The SHA-256 that meta.json's provenance records for its input `name` (None when it records none)."""
+    record = meta.get("provenance", {}) if isinstance(meta, dict) else {}
+    record = record.get("inputs", {}) if isinstance(record, dict) else {}
+    record = record.get(name) if isinstance(record, dict) else None
+    digest = record.get("sha256") if isinstance(record, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def verify_input(path: Path, meta: dict[str, Any], name: str, artifact: Path) -> None:
+    """Refuse the input `path` when its digest differs from the one `artifact`'s meta.json records for `name`."""
+    expected = recorded_digest(meta, name)
+    if expected is None or not Path(path).exists():
+        return
+    if input_record(path)["sha256"] != expected:
+        raise DataError(f"{path} is not the {name} {artifact} was made from: its SHA-256 differs from the one in "
+                        f"{Path(artifact) / META_FILE} (changed or swapped since); pass the original, re-run the "
+                        "stage that made it, or pass --no-verify to use it anyway")
+
+
+def meta_inputs(path: Path) -> list[Path]:
+    """The paths an artifact directory's meta.json says it was made from (provenance inputs, the codes of a
+    generator, the embeddings of a quantizer; relative ones inside the directory); none when it has no readable
+    meta.json."""
+    try:
+        meta = json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return []
+    if not isinstance(meta, dict):
+        return []
+    found = []
+    inputs = meta.get("provenance", {}).get("inputs", {}) if isinstance(meta.get("provenance"), dict) else {}
+    if isinstance(inputs, dict):
+        found += [r.get("path") for r in inputs.values() if isinstance(r, dict)]
+    found.append(meta.get("codes"))
+    if isinstance(meta.get("input"), dict):
+        found += list(meta["input"].values())
+    return [Path(path) / p for p in found if isinstance(p, str) and p]  # a relative path: inside the artifact
 
 
 def with_article(word: str) -> str:
@@ -98,7 +172,7 @@ def read_meta(path: Path, kind: str, flag: str) -> dict[str, Any]:
         raise DataError(f"{flag} {path} is {found_text}, but {with_article(kind)} directory is expected; "
                         f"make one with {producer}")
     version = meta.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise DataError(f"{path}/{META_FILE} has no integer schema_version; re-create it with {producer}")
     if version > SCHEMA_VERSIONS[kind]:
         raise DataError(

@@ -1,10 +1,13 @@
 """Model and quantizer directories: `config.json` (names `model_type`) + `model.safetensors` + `meta.json`.
 
-The config is read and checked before any weight is loaded; `model_type` picks the class.
+The config is read and checked before any weight is loaded; `model_type` picks the class. A generator's
+directory also holds a copy of the codes it was trained with (`codes/`, named relatively in meta.json), so
+that the directory alone is enough to recommend, wherever it is copied or moved.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +15,28 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from mscg.artifacts.meta import new_meta, read_json, read_meta, write_json
+from mscg.artifacts.meta import input_record, new_meta, read_json, read_meta, write_json
 from mscg.errors import DataError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CODES_DIR = "codes"  # a generator directory's own copy of its codes
+
+
+def copy_codes_into(out_dir: Path, codes_path: Path, sha256: str | None = None) -> str:
+    """Copy a codes artifact into OUT_DIR/codes (the files its digest covers: every visible file) and return
+    the path for meta.json, relative to OUT_DIR. With `sha256` (the digest read before training) the copy must
+    have it: codes changed during training are refused rather than copied."""
+    codes_path = Path(codes_path)
+    dest = Path(out_dir) / CODES_DIR
+    dest.mkdir()
+    for child in sorted(codes_path.iterdir()):
+        if child.is_file() and not child.name.startswith("."):
+            shutil.copyfile(child, dest / child.name)
+    if sha256 is not None and input_record(dest)["sha256"] != sha256:
+        raise DataError(f"{codes_path} changed while the model trained (its SHA-256 differs from the one read at "
+                        "the start); train again on codes that stay put")
+    return CODES_DIR
 
 
 def save_model_dir(out_dir: Path, kind: str, model: torch.nn.Module, config: dict[str, Any], **meta: Any) -> None:

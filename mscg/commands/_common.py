@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
 import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mscg.artifacts.atomic import is_disk_full, release_all
 from mscg.console import error, info
 from mscg.errors import MscgError, UsageError
 
@@ -25,37 +28,60 @@ SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training arithmetic on CUDA: fp32, or bf16 (autocast). "
                                           "The CPU always trains in fp32.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint "
+                                         "(or a finished one kept with --keep-checkpoint, with --force; the "
+                                         "budget flags --epochs, --patience, --validate-every may change).")]
+KeepCheckpointOpt = Annotated[bool, typer.Option("--keep-checkpoint", help="Keep the final resume checkpoint in "
+                                                 "the output (resume.pt), so that the run can later continue "
+                                                 "with a larger budget.")]
+NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help="Use the artifacts found through meta.json even when "
+                                           "their SHA-256 differs from the one recorded there.")]
 # The training loop's flags (collab, train); each command's defaults come from its LoopConfig.
 EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")]
 LrOpt = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")]
 WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay.")]
-PatienceOpt = Annotated[int, typer.Option(help="Epochs without a better validation NDCG@10 before stopping.")]
+PatienceOpt = Annotated[int, typer.Option(help="Validations without a better NDCG@10 before stopping (never "
+                                          "before the warm-up ends).")]
+WarmupStepsOpt = Annotated[int | None, typer.Option(help="Steps of linear learning-rate warm-up (default: 2% of "
+                                                    "the run's steps).")]
+ValidateEveryOpt = Annotated[int, typer.Option(help="Epochs between validations (the last epoch is always "
+                                               "validated).")]
 
 
 def user_errors(fn):
-    """CLI boundary: an mscg error becomes one line on stderr and its exit code; no traceback."""
+    """CLI boundary: an mscg error becomes one line on stderr and its exit code; no traceback. A full disk is
+    named as such, whichever library reported it; the output locks this command took are released."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except MscgError as e:
-            if DEBUG["on"]:
-                traceback.print_exc()
-            error(str(e))
-            raise typer.Exit(e.exit_code) from None
+            _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             error("interrupted; the output was not written (training stages keep a checkpoint: rerun with --resume)")
             raise typer.Exit(130) from None
         except OSError as e:  # the file system said no: a full disk, a read-only or missing directory
-            if DEBUG["on"]:
-                traceback.print_exc()
             where = f" ({e.filename})" if e.filename else ""
-            error(f"{e.strerror or e}{where}; check the path, its permissions and the free space")
-            raise typer.Exit(1) from None
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                _fail(f"no space left on device while writing {e.filename or 'the output'}; free some space and "
+                      "rerun", 1)
+            _fail(f"{e.strerror or e}{where}; check the path, its permissions and the free space", 1)
+        except Exception as e:  # a library's wrapper of a failed write (safetensors, torch.save): a full disk?
+            if not is_disk_full(e, Path.cwd()):
+                raise
+            _fail(f"no space left on device ({str(e).splitlines()[0][:200]}); free some space and rerun", 1)
+        finally:
+            release_all()
 
     return wrapper
+
+
+def _fail(message: str, code: int):
+    if DEBUG["on"]:
+        traceback.print_exc()
+    error(message)
+    raise typer.Exit(code) from None
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -79,3 +105,18 @@ def check_attention(d_model: int, n_heads: int, dropout: float) -> None:
 def report_split(split) -> None:
     if split.dropped_users:
         info(f"dropped {split.dropped_users:,} users with fewer than 3 interactions; {len(split):,} users remain")
+
+
+def resume_finished_run(output: Path, resume: bool) -> None:
+    """`--resume` of a run that finished with --keep-checkpoint: its kept checkpoint seeds the partial output
+    (when that holds none), so the run continues from where it ended."""
+    from mscg.artifacts.atomic import partial_path
+    from mscg.training.loop import RESUME_FILE
+
+    kept, partial = Path(output) / RESUME_FILE, partial_path(Path(output))
+    if resume and kept.is_file() and not kept.is_symlink() and not (partial / RESUME_FILE).exists():
+        if partial.is_symlink():
+            raise UsageError(f"the partial output {partial} is a symbolic link, and mscg never writes through one; "
+                             "remove the link")
+        partial.mkdir(exist_ok=True)
+        shutil.copyfile(kept, partial / RESUME_FILE)

@@ -10,8 +10,8 @@ import numpy as np
 import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output
-from mscg.artifacts.meta import MODALITIES, input_record, provenance
-from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, OutputOpt, SeedOpt, user_errors
+from mscg.artifacts.meta import MODALITIES, input_record, meta_inputs, provenance, verify_input
+from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, OutputOpt, SeedOpt, user_errors
 from mscg.console import info
 from mscg.data.items import Catalogue, load_catalogue
 from mscg.data.split import dataset_files
@@ -37,9 +37,40 @@ def parse_overrides(pairs: list[str], flag: str) -> dict[str, Path]:
     return out
 
 
+def quantized_modalities(quantizers: list[Path]) -> dict[str, str]:
+    """{modality: what its quantizer reads ("embeddings" or "images")}, from the quantizers' files alone."""
+    from mscg.artifacts.modeldir import read_model_dir
+    from mscg.quantizers import METHODS, QUANTIZERS
+
+    found = {}
+    for q in quantizers:
+        config, meta = read_model_dir(q, "quantizer", "--quantizer", METHODS)
+        modality = meta.get("modality", config.get("modality"))
+        if modality in MODALITIES:
+            found.setdefault(modality, QUANTIZERS[config["model_type"]].reads)
+    return found
+
+
+def check_overrides(overrides: dict[str, Path], quantizers: list[Path]) -> None:
+    """Every --embeddings MODALITY=PATH must replace the embeddings of one of the quantizers given."""
+    if not overrides:
+        return
+    reads = quantized_modalities(quantizers)
+    for modality, path in overrides.items():
+        if reads.get(modality) != "embeddings":
+            why = ("its quantizer learns from the item images, not from embeddings" if modality in reads else
+                   f"no --quantizer quantizes {modality} (they quantize {', '.join(reads) or 'nothing'})")
+            raise UsageError(f"--embeddings {modality}={path} would not be used: {why}; drop it, or add the "
+                             f"{modality} quantizer")
+
+
 def modality_codes(quantizer_path: Path, catalogue: Catalogue, overrides: dict[str, Path],
-                   device, skip_bad_images: bool) -> tuple[str, np.ndarray, np.ndarray, list[int], dict]:
-    """(modality, rows of the catalogue that have it, their codes (n, L), codebook sizes, record)."""
+                   device, skip_bad_images: bool,
+                   verify: bool = True) -> tuple[str, np.ndarray, np.ndarray, list[int], dict]:
+    """(modality, rows of the catalogue that have it, their codes (n, L), codebook sizes, record).
+
+    The embeddings a quantizer was trained on are found through its meta.json and, with `verify`, must
+    still have the SHA-256 recorded there; embeddings given with --embeddings replace them on purpose."""
     from mscg.artifacts.embeddings import load_embeddings
     from mscg.quantizers import QUANTIZERS, encode_images, load_quantizer
 
@@ -47,7 +78,10 @@ def modality_codes(quantizer_path: Path, catalogue: Catalogue, overrides: dict[s
     modality = meta.get("modality", config.get("modality"))
     record: dict[str, Any] = {"quantizer": input_record(quantizer_path), "method": config["model_type"]}
     if QUANTIZERS[config["model_type"]].reads == "embeddings":
-        source = overrides.get(modality) or Path(meta.get("input", {}).get("embeddings", ""))
+        trained_on = meta.get("input", {}).get("embeddings", "") if isinstance(meta.get("input"), dict) else ""
+        source = overrides.get(modality) or Path(trained_on if isinstance(trained_on, str) else "")
+        if verify and modality not in overrides:
+            verify_input(source, meta, "embeddings", quantizer_path)
         emb = load_embeddings(source, f"--embeddings {modality}=")
         if emb.modality != modality:
             raise DataError(f"{source} holds {emb.modality} embeddings but {quantizer_path} quantizes {modality}; "
@@ -71,7 +105,7 @@ def modality_codes(quantizer_path: Path, catalogue: Catalogue, overrides: dict[s
 
 def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings: dict[str, Path] | None = None,
                  device: str = "auto", seed: int = 0, skip_bad_images: bool = False,
-                 force: bool = False) -> AssignResult:
+                 force: bool = False, verify: bool = True) -> AssignResult:
     import torch
 
     from mscg.artifacts.codes import Codes, Vocabulary, code_statistics, collision_level, save_codes
@@ -80,13 +114,18 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
     if not quantizers:
         raise UsageError("pass at least one --quantizer (-q), one per modality")
     items_path, _ = dataset_files(data)
-    check_output(output, force=force, inputs=[Path(data), items_path, *quantizers])
+    # never write into an input, nor into what the quantizers were made from (their embeddings)
+    inputs = [Path(data), items_path, *quantizers, *(p for q in quantizers for p in meta_inputs(q)),
+              *(embeddings or {}).values()]
+    check_output(output, force=force, inputs=inputs)
+    check_overrides(embeddings or {}, quantizers)
     catalogue = load_catalogue(items_path)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     per_modality: dict[str, tuple] = {}
     for q in quantizers:
-        modality, rows, codes, sizes, record = modality_codes(q, catalogue, embeddings or {}, dev, skip_bad_images)
+        modality, rows, codes, sizes, record = modality_codes(q, catalogue, embeddings or {}, dev, skip_bad_images,
+                                                              verify)
         if modality in per_modality:
             raise UsageError(f"two quantizers for the {modality} modality "
                              f"({per_modality[modality][3]['quantizer']['path']} and {q}); pass one per modality")
@@ -109,7 +148,7 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
                         "stats": stats, **record})
     vocab = Vocabulary.build(slot_sizes)
     result = Codes(item_ids=catalogue.item_ids, codes=torch.from_numpy(np.concatenate(columns, axis=1)), vocab=vocab)
-    with AtomicDir(output, force=force, inputs=[Path(data), items_path, *quantizers]) as tmp:
+    with AtomicDir(output, force=force, inputs=inputs) as tmp:
         save_codes(tmp, result, modalities=records,
                    provenance=provenance({"items": items_path,
                                           **{f"quantizer_{m}": per_modality[m][3]["quantizer"]["path"]
@@ -126,6 +165,7 @@ def assign_codes_cli(
     embeddings: Annotated[list[str], typer.Option(help="MODALITY=PATH: embeddings to quantize instead of those the "
                                                        "quantizer was trained on (repeatable).")] = [],
     skip_bad_images: Annotated[bool, typer.Option(help="rq-dino: treat unreadable image files as 'no image'.")] = False,
+    no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -144,7 +184,7 @@ def assign_codes_cli(
       mscg assign-codes -d data/ml-100k -q work/q_text -q work/q_image -q work/q_collab -o work/codes
     """
     r = assign_codes(data, output, quantizers=quantizer, embeddings=parse_overrides(embeddings, "--embeddings"),
-                     device=device, seed=seed, skip_bad_images=skip_bad_images, force=force)
+                     device=device, seed=seed, skip_bad_images=skip_bad_images, force=force, verify=not no_verify)
     for m in r.modalities:
         s = m["stats"]
         info(f"{m['name']}: {m['items_with_modality']:,} items, {m['n_levels']} x {m['codebook_sizes'][0]} codes + "

@@ -10,7 +10,8 @@ import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, LrOpt, OutputOpt, PatienceOpt,
+from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LrOpt, OutputOpt,
+                                   PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
                                    report_split, user_errors)
 from mscg.console import info, render
@@ -33,7 +34,7 @@ class CollabResult:
 
 def collab(data: Path, output: Path, *, model_out: Path | None = None, config: SASRecConfig | None = None,
            loop: LoopConfig = SASREC_LOOP, device: str = "auto", init_embeddings: Path | None = None,
-           force: bool = False, resume: bool = False) -> CollabResult:
+           force: bool = False, resume: bool = False, keep_checkpoint: bool = False) -> CollabResult:
     """Train SASRec on DATA's training split (`config`: the architecture; `n_items` is set from the data;
     `loop.seed` seeds it) and write its item table as collab embeddings (and the model, with `model_out`)."""
     from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
@@ -72,13 +73,14 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     if start is not None:
         prov_inputs["init_embeddings"] = Path(init_embeddings)
     prov = provenance(prov_inputs, loop.seed)
+    if dist.is_main():
+        resume_finished_run(output, resume)
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
         events = fit_sasrec(config, loop, ds, device=dev, start=start_table, checkpoint_dir=tmp, resume=resume,
                             fingerprint={"inputs": prov["inputs"]})
         model, result = render(events, "collab (SASRec)", quiet=not dist.is_main())
         if dist.is_main():
-            (tmp / RESUME_FILE).unlink(missing_ok=True)
             save_embeddings(tmp, Embeddings("collab", ds.catalogue.item_ids, model.item_table().detach().cpu()),
                             source={"encoder": "SASRec item embeddings", "split": "train",
                                     "best_epoch": result.best_epoch,
@@ -86,8 +88,13 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
                             provenance=prov)
             if model_out is not None:
                 with AtomicDir(model_out, force=force, inputs=inputs) as mtmp:
+                    from mscg.popularity import train_counts
+
                     save_model_dir(mtmp, "model", model, config.to_json(), item_ids=ds.catalogue.item_ids,
-                                   training=result.summary(), provenance=prov)
+                                   training=result.summary(), provenance=prov,
+                                   train_item_counts=train_counts(ds.split, len(ds.catalogue)).tolist())
+            if not keep_checkpoint:
+                (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return CollabResult(users=len(ds.split), items=len(ds.catalogue), best_epoch=result.best_epoch,
                         valid=result.best_scores(), seconds=result.seconds,
@@ -113,6 +120,8 @@ def collab_cli(
     lr: LrOpt = SASREC_LOOP.lr,
     weight_decay: WeightDecayOpt = SASREC_LOOP.weight_decay,
     patience: PatienceOpt = SASREC_LOOP.patience,
+    validate_every: ValidateEveryOpt = SASREC_LOOP.validate_every,
+    warmup_steps: WarmupStepsOpt = SASREC_LOOP.warmup_steps,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = SASREC_LOOP.precision,
     init_embeddings: Annotated[Path | None, typer.Option(
@@ -121,6 +130,7 @@ def collab_cli(
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
+    keep_checkpoint: KeepCheckpointOpt = False,
 ) -> None:
     """Train SASRec (full-softmax cross-entropy) on the training split and write its item-embedding
     table as the collaborative modality.
@@ -138,9 +148,10 @@ def collab_cli(
     config = SASRecConfig(n_items=0, max_history=max_history, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                           dropout=dropout)
     loop = replace(SASREC_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   patience=patience, precision=precision, seed=seed)
+                   patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
+                   precision=precision, seed=seed)
     r = collab(data, output, model_out=model_out, config=config, loop=loop, device=device,
-               init_embeddings=init_embeddings, force=force, resume=resume)
+               init_embeddings=init_embeddings, force=force, resume=resume, keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist
 
     if dist.is_main():

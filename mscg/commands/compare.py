@@ -10,11 +10,31 @@ import typer
 from rich.console import Console
 
 from mscg.artifacts.atomic import write_text_atomic
-from mscg.artifacts.meta import read_json
+from mscg.artifacts.meta import dumps_json, json_depth, read_json
 from mscg.commands._common import ForceOpt, user_errors
 from mscg.commands.evaluate import metrics_table
 from mscg.console import info
 from mscg.errors import DataError, UsageError
+
+
+MAX_DEPTH = 32  # an evaluate output nests 4 levels deep
+
+
+def check_metrics(path: str, metrics: Any) -> dict[str, Any]:
+    """An evaluate output: a JSON object with an integer "users" and numbers (or null) for its metrics."""
+    if not isinstance(metrics, dict) or "users" not in metrics:
+        raise DataError(f"{path} is not a metrics file written by `mscg evaluate -o`")
+    if json_depth(metrics) > MAX_DEPTH:
+        raise DataError(f"{path} nests more than {MAX_DEPTH} levels deep, so it is not a metrics file written by "
+                        "`mscg evaluate -o`")
+    numbers = {k: v for k, v in metrics.items() if k.startswith(("recall@", "ndcg@"))}
+    numbers.update({k: metrics[k] for k in ("eval_seconds", "bytes_per_item") if k in metrics})
+    for key, value in {"users": metrics["users"], **numbers}.items():
+        number = isinstance(value, int if key == "users" else (int, float)) and not isinstance(value, bool)
+        if not number and not (value is None and key != "users"):
+            raise DataError(f"{path}: \"{key}\" must be a number, found {json.dumps(value)[:40]}; pass a metrics file "
+                            "written by `mscg evaluate -o`")
+    return metrics
 
 
 def compare(entries: list[str], output: Path | None, *, force: bool = False) -> dict[str, dict[str, Any]]:
@@ -23,13 +43,9 @@ def compare(entries: list[str], output: Path | None, *, force: bool = False) -> 
         name, sep, path = entry.partition("=")
         if not sep or not name:
             raise UsageError(f"{entry!r} must look like NAME=PATH, e.g. sasrec=work/eval_sasrec.json")
-        metrics = read_json(Path(path), "run `mscg evaluate ... -o` to make it")
-        if not isinstance(metrics, dict) or "users" not in metrics:
-            raise DataError(f"{path} is not a metrics file written by `mscg evaluate -o`")
-        rows[name] = metrics
-    if output is not None:
-        write_text_atomic(output, json.dumps(rows, indent=2) + "\n", force=force,
-                          inputs=[Path(e.partition("=")[2]) for e in entries])
+        rows[name] = check_metrics(path, read_json(Path(path), "run `mscg evaluate ... -o` to make it"))
+    if output is not None:  # strict JSON: a NaN metric is written as null
+        write_text_atomic(output, dumps_json(rows), force=force, inputs=[Path(e.partition("=")[2]) for e in entries])
     return rows
 
 

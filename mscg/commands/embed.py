@@ -45,16 +45,25 @@ def embed(data: Path, output: Path, *, modality: str = "text", model_dir: Path |
     dev = resolve_device(device)
     skipped = 0
     if modality == "text":
-        from mscg.encoders.text import DEFAULT_TEXT_MODEL, encode_texts, load_text_model
+        from mscg.encoders.text import (DEFAULT_TEXT_MODEL, char_limit, clip_texts, encode_texts, input_tokens,
+                                        load_text_model)
 
         rows = [i for i, t in enumerate(catalogue.texts) if t is not None]
         if not rows:
             raise DataError(f"{items_path}: no item has a \"text\" field, so there is nothing to embed")
         check_output(output, force=force, inputs=[Path(data), items_path])  # fail before the slow part
         tokenizer, model = load_text_model(model_dir, dev)
+        tokens = input_tokens(model)
+        texts, cut = clip_texts([catalogue.texts[i] for i in rows], char_limit(tokens))
+        catalogue.texts = []  # the uncut texts (a huge field) are not kept while encoding
+        if cut:
+            one = cut == 1
+            info(f"{cut:,} item text{'' if one else 's'} {'is' if one else 'are'} longer than {char_limit(tokens):,} "
+                 f"characters and {'was' if one else 'were'} cut to that length before tokenizing (the encoder reads "
+                 f"at most {tokens} tokens of a text)")
         with progress_bar() as bar:
             task = bar.add_task("embed text", total=len(rows), status="")
-            vectors = encode_texts([catalogue.texts[i] for i in rows], tokenizer, model, dev, batch_size=batch_size,
+            vectors = encode_texts(texts, tokenizer, model, dev, batch_size=batch_size, max_length=tokens,
                                    on_batch=lambda n: bar.advance(task, n))
         source = {"encoder": str(model_dir) if model_dir else DEFAULT_TEXT_MODEL, "pooling": "mean", "normalized": True}
     else:

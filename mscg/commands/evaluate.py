@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mscg.artifacts.atomic import check_output, write_text_atomic
-from mscg.artifacts.meta import provenance
-from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, parse_ks, report_split, user_errors
+from mscg.artifacts.meta import dumps_json, meta_inputs, provenance
+from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, parse_ks, report_split, user_errors
 from mscg.console import info, progress_bar
 from mscg.data.split import SPLITS, load_dataset
 from mscg.errors import DataError, UsageError
@@ -28,7 +28,7 @@ class EvalResult:
 def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: str = "test",
              beam_size: int | None = None, ks: tuple[int, ...] = (5, 10), batch_size: int = 256,
              device: str = "auto", output: Path | None = None, force: bool = False,
-             by_popularity: bool = False, exclude_history: bool = False) -> EvalResult:
+             by_popularity: bool = False, exclude_history: bool = False, verify: bool = True) -> EvalResult:
     import torch
 
     from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
@@ -40,11 +40,12 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         raise UsageError(f"--split {split!r} must be test or valid")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    inputs = [Path(data), Path(model_path)] + ([Path(codes)] if codes is not None else [])
+    # never write into an input, nor into what the model was made from (a generator's codes)
+    inputs = [Path(data), Path(model_path), *meta_inputs(model_path)] + ([Path(codes)] if codes is not None else [])
     if output is not None:
         check_output(output, force=force, inputs=inputs)  # fail before the slow part
     dev = resolve_device(device)
-    recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes)
+    recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes, verify=verify)
     if recommender.kind == "mscg-generator" and beam_size is not None and max(ks) > beam_size:
         raise UsageError(f"--ks asks for K={max(ks)} but --beam-size is {beam_size}; the beam must hold at least K "
                          "items")
@@ -88,7 +89,7 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         if codes is not None:
             record["codes"] = codes
         metrics["provenance"] = provenance(record, None)
-        write_text_atomic(output, json.dumps(metrics, indent=2) + "\n", force=force, inputs=inputs)
+        write_text_atomic(output, dumps_json(metrics), force=force, inputs=inputs)
     return EvalResult(metrics)
 
 
@@ -103,10 +104,18 @@ def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
     table.add_column("eval s", justify="right")
     table.add_column("bytes/item", justify="right")  # the item representation the model needs at inference
     for name, m in rows.items():
-        table.add_row(name, *(f"{m.get(k, float('nan')):.4f}" for k in keys), f"{m.get('users', 0):,}",
-                      f"{m.get('eval_seconds', 0):.1f}",
-                      f"{m['bytes_per_item']:g}" if "bytes_per_item" in m else "-")
+        table.add_row(name, *(_number(m.get(k), ".4f") for k in keys), f"{m.get('users', 0):,}",
+                      _number(m.get("eval_seconds", 0), ".1f"), _number(m.get("bytes_per_item"), "g"))
     return table
+
+
+def _number(value: Any, spec: str) -> str:
+    """A table cell: the number formatted, or "-" (a missing, null or NaN metric)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    return format(value, spec)
 
 
 def popularity_table(metrics: dict[str, Any]) -> Table:
@@ -143,8 +152,9 @@ def evaluate_cli(
                                           show_default=False)],
     data: DataOpt,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics here as JSON.")] = None,
-    codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the one the generator was trained "
-                                                    "with).")] = None,
+    codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own copy, in its "
+                                                    "folder; another must have the same SHA-256).")
+                     ] = None,
     split: Annotated[str, typer.Option(help="test (last item) or valid (second last).")] = "test",
     beam_size: Annotated[int | None, typer.Option(help="Beam size of the generator (default: as trained, at least "
                                                         "the largest K).")] = None,
@@ -157,6 +167,7 @@ def evaluate_cli(
     exclude_history: Annotated[bool, typer.Option(
         "--exclude-history", help="Rank only items the user has not interacted with (the target always stays); "
                                   "a generator widens its beam by the history's length to still fill K.")] = False,
+    no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
@@ -172,7 +183,7 @@ def evaluate_cli(
     """
     r = evaluate(model, data, codes=codes, split=split, beam_size=beam_size, ks=parse_ks(ks), batch_size=batch_size,
                  device=device, output=output, force=force, by_popularity=by_popularity,
-                 exclude_history=exclude_history)
+                 exclude_history=exclude_history, verify=not no_verify)
     title = f"{split} split" + (", history items excluded" if exclude_history else "")
     Console().print(metrics_table({model.name: r.metrics}, title))
     if by_popularity:

@@ -82,9 +82,9 @@ def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddin
     if embeddings is None:
         raise UsageError(f"--method {method} quantizes vectors: pass --embeddings (made by `mscg embed`, "
                          "`mscg collab` or `mscg import-embeddings`)")
-    return quantize_embeddings(output, kind, training, embeddings=embeddings, modality=modality, n_levels=n_levels,
-                               codebook_size=codebook_size, normalize=normalize, seed=seed, device=device,
-                               force=force, resume=resume)
+    return quantize_embeddings(output, kind, training, config_fields, embeddings=embeddings, modality=modality,
+                               n_levels=n_levels, codebook_size=codebook_size, normalize=normalize, seed=seed,
+                               device=device, force=force, resume=resume)
 
 
 def check_training(training) -> None:
@@ -96,7 +96,8 @@ def check_training(training) -> None:
         LoopConfig(**{"epochs": 1, "batch_size": 1, "lr": 1e-3, **given}).check()
 
 
-def quantize_embeddings(output: Path, kind, training, *, embeddings: Path, modality: str, n_levels: int,
+def quantize_embeddings(output: Path, kind, training, config_fields: dict[str, Any], *, embeddings: Path,
+                        modality: str, n_levels: int,
                         codebook_size: str, normalize: bool, seed: int, device: str, force: bool,
                         resume: bool) -> QuantizeResult:
     import torch
@@ -119,7 +120,7 @@ def quantize_embeddings(output: Path, kind, training, *, embeddings: Path, modal
     dev = dist.resolve_device(device)
     torch.manual_seed(seed)
     prov = provenance({"embeddings": embeddings}, seed)
-    config = kind.config(dim=emb.dim, codebook_sizes=sizes, normalize=normalize, modality=modality)
+    config = kind.config(dim=emb.dim, codebook_sizes=sizes, normalize=normalize, modality=modality, **config_fields)
     name = "residual k-means" if method == "rq-kmeans" else "RQ-VAE"
     info(f"quantize: {name}, {n_levels} levels x {sizes[0]} codewords on {len(emb.item_ids):,} {modality} vectors")
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=[embeddings],
@@ -132,10 +133,10 @@ def quantize_embeddings(output: Path, kind, training, *, embeddings: Path, modal
         stats = code_statistics(codes, sizes)
         stats["reconstruction_mse"] = model.reconstruction_error(emb.vectors)
         if dist.is_main():
-            (tmp / RESUME_FILE).unlink(missing_ok=True)
             save_model_dir(tmp, "quantizer", model, config.to_json(), modality=modality, method=method,
                            input={"embeddings": str(Path(embeddings).resolve())}, stats=stats, training=summary,
                            provenance=prov)
+            (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return QuantizeResult(method, modality, len(emb.item_ids), sizes, stats)
 
@@ -177,10 +178,10 @@ def quantize_images(output: Path, kind, training, config_fields: dict[str, Any],
                                           on_info=announce)
         stats["skipped_unreadable"] = skipped
         if dist.is_main():
-            (tmp / RESUME_FILE).unlink(missing_ok=True)
             save_model_dir(tmp, "quantizer", model, config.to_json(), modality="image", method=method,
                            input={"items": str(Path(items_path).resolve())}, stats=stats,
                            training={**summary, "skipped_unreadable": skipped}, provenance=prov)
+            (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return QuantizeResult(method, "image", len(rows), sizes, stats)
 
@@ -250,6 +251,9 @@ def quantize_cli(
     skip_bad_images: Annotated[bool, typer.Option(help="rq-dino: treat unreadable image files as 'no image'.")] = False,
     refit_codebooks: Annotated[bool, typer.Option(help="rq-dino: refit the codebooks by residual k-means on the "
                                                        "final teacher latents before coding.")] = True,
+    balanced_last_level: Annotated[bool, typer.Option(
+        "--balanced-last-level", help="rq-kmeans: assign the last level by a balanced (Sinkhorn) assignment over "
+                                      "the items, so that its codewords are used about equally.")] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -268,7 +272,8 @@ def quantize_cli(
       mscg quantize --modality image --method rq-dino -d data/ml-100k -o work/q_image
     """
     options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone": backbone,
-                                 "image_size": image_size, "skip_bad_images": skip_bad_images}.items()
+                                 "image_size": image_size, "skip_bad_images": skip_bad_images,
+                                 "balanced_last_level": balanced_last_level}.items()
                if v is not None and v is not False}  # 0 is a value (and is refused), not "unset"
     if not refit_codebooks:
         if method != "rq-dino":

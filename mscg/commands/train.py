@@ -10,14 +10,15 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, LrOpt, OutputOpt, PatienceOpt,
+from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LrOpt, OutputOpt,
+                                   PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
                                    report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
 from mscg.generator_recommender import DEFAULT_BEAM_SIZE
-from mscg.models.generator import CONSTRAINTS, HISTORY_ENCODINGS, GeneratorConfig
+from mscg.models.generator import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, GeneratorConfig
 from mscg.training.generator import DEFAULT_VALID_USERS, GENERATOR_LOOP
 from mscg.training.loop import LoopConfig
 
@@ -30,6 +31,7 @@ class TrainResult:
     parameters: int = 0
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    targets_per_second: float = 0.0
 
 
 def parse_modalities(text: str | None, available: list[str]) -> list[str]:
@@ -48,6 +50,11 @@ def check_config(config: GeneratorConfig, valid_users: int, beam_size: int) -> N
         raise UsageError(f"--constraint {config.constraint!r} must be one of: {', '.join(CONSTRAINTS)}")
     if config.history_encoding not in HISTORY_ENCODINGS:
         raise UsageError(f"--history-encoding {config.history_encoding!r} must be tokens or items")
+    if config.samples not in SAMPLES:
+        raise UsageError(f"--samples {config.samples!r} must be one of: {', '.join(SAMPLES)}")
+    if config.samples == "window" and config.history_encoding != "items":
+        raise UsageError("--samples window reads one encoder position per item: use it with --history-encoding "
+                         "items (or train --samples prefix)")
     if min(config.max_history, config.n_layers, beam_size, valid_users) < 1:
         raise UsageError("--max-history, --n-layers, --beam-size and --valid-users must be at least 1")
     if min(config.d_model, config.n_heads, config.d_ff, config.n_decoder_layers) < 1:
@@ -55,14 +62,16 @@ def check_config(config: GeneratorConfig, valid_users: int, beam_size: int) -> N
     check_attention(config.d_model, config.n_heads, config.dropout)
     if not 0 <= config.modality_mask_prob < 1:
         raise UsageError("--mask-prob must be in [0, 1)")
+    if not 0 <= config.label_smoothing < 1:
+        raise UsageError("--label-smoothing must be in [0, 1)")
     if beam_size < 10:
         raise UsageError("--beam-size must be at least 10: early stopping watches validation NDCG@10")
 
 
 def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig | None = None,
           loop: LoopConfig = GENERATOR_LOOP, modalities: str | None = None, valid_users: int = DEFAULT_VALID_USERS,
-          beam_size: int = DEFAULT_BEAM_SIZE, device: str = "auto", force: bool = False,
-          resume: bool = False) -> TrainResult:
+          beam_size: int = DEFAULT_BEAM_SIZE, window_stride: int | None = None, device: str = "auto",
+          force: bool = False, resume: bool = False, keep_checkpoint: bool = False) -> TrainResult:
     """Train the generator over the codes (`config`: the architecture; its vocabulary and input modalities
     are taken from the codes, `modalities` chooses among them; `loop.seed` seeds it) and write OUTPUT."""
     from mscg.artifacts.codes import load_codes
@@ -74,6 +83,9 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
     dist.init_from_env()
     config = config or GeneratorConfig()
     check_config(config, valid_users, beam_size)
+    if window_stride is not None and not 1 <= window_stride <= config.max_history:
+        raise UsageError(f"--window-stride {window_stride} must be between 1 and --max-history "
+                         f"({config.max_history})")
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path, codes_path]  # never write into DATA
@@ -95,28 +107,41 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
     prov = provenance({"items": items_path, "interactions": interactions_path, "codes": codes_path}, loop.seed)
 
     setup: dict = {}
+    if dist.is_main():
+        resume_finished_run(output, resume)
 
     def announce(found: dict) -> None:
         setup.update(found)
         if dist.is_main():
-            info(f"train: {found['samples']:,} samples, {found['parameters'] / 1e6:.2f}M parameters, inputs "
+            what = (f"{found['targets']:,} targets in {found['samples']:,} windows "
+                    f"({found['samples_per_step']} windows a step)" if config.samples == "window"
+                    else f"{found['samples']:,} samples")
+            info(f"train: {what}, {found['parameters'] / 1e6:.2f}M parameters, inputs "
                  f"{'+'.join(config.modalities)} -> {config.decode_modality} codes, constraint {config.constraint}, "
                  f"validation on {found['valid_users']:,} users")
 
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
         events = fit_generator(config, loop, codes, ds, device=dev, valid_users=valid_users, beam_size=beam_size,
+                               window_stride=window_stride,
                                checkpoint_dir=tmp, resume=resume, fingerprint={"inputs": prov["inputs"]})
         model, result = render(events, "train (generator)", quiet=not dist.is_main(), on_info=announce)
         if dist.is_main():
-            (tmp / RESUME_FILE).unlink(missing_ok=True)
+            from mscg.artifacts.modeldir import copy_codes_into
+            from mscg.popularity import train_counts
+
+            # the model directory carries its codes (named relatively) and its training popularity
+            own_codes = copy_codes_into(tmp, codes_path, prov["inputs"]["codes"]["sha256"])
             save_model_dir(tmp, "model", model.cpu(), config.to_json(), item_ids=codes.item_ids,
-                           codes=str(Path(codes_path).resolve()), beam_size=beam_size, parameters=setup["parameters"],
-                           training=result.summary(), provenance=prov)
+                           codes=own_codes, beam_size=beam_size, parameters=setup["parameters"],
+                           training=result.summary(), provenance=prov,
+                           train_item_counts=train_counts(ds.split, len(ds.catalogue)).tolist())
+            if not keep_checkpoint:
+                (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return TrainResult(samples=setup["samples"], best_epoch=result.best_epoch, valid=result.best_scores(),
                        parameters=setup["parameters"], seconds=result.seconds,
-                       samples_per_second=result.samples_per_second)
+                       samples_per_second=result.samples_per_second, targets_per_second=result.targets_per_second)
 
 
 MODEL = GeneratorConfig()  # the defaults of the flags below
@@ -148,11 +173,23 @@ def train_cli(
                                                        "of its code-token embeddings); tokens: one per code "
                                                        "token (the paper's reading, ~8x the compute).")
                                 ] = MODEL.history_encoding,
+    label_smoothing: Annotated[float, typer.Option(help="Share of each target spread evenly over the tokens "
+                                                        "the constraint permits (0: plain cross-entropy).")
+                               ] = MODEL.label_smoothing,
+    samples: Annotated[str, typer.Option(help="prefix: one training prefix per sample, a bidirectional encoder "
+                                              "(the paper's model); window: every target of a history window in "
+                                              "one pass, a causal encoder.")] = MODEL.samples,
+    window_stride: Annotated[int | None, typer.Option(help="--samples window: a window starts every this many "
+                                                           "items and trains on its last this many targets "
+                                                           "(default: half of --max-history).")] = None,
     epochs: EpochsOpt = GENERATOR_LOOP.epochs,
-    batch_size: Annotated[int, typer.Option(help="Samples per step.")] = GENERATOR_LOOP.batch_size,
+    batch_size: Annotated[int, typer.Option(help="Targets per step (with --samples window: as many windows as "
+                                                 "hold about this many targets).")] = GENERATOR_LOOP.batch_size,
     lr: LrOpt = GENERATOR_LOOP.lr,
     weight_decay: WeightDecayOpt = GENERATOR_LOOP.weight_decay,
     patience: PatienceOpt = GENERATOR_LOOP.patience,
+    validate_every: ValidateEveryOpt = GENERATOR_LOOP.validate_every,
+    warmup_steps: WarmupStepsOpt = GENERATOR_LOOP.warmup_steps,
     valid_users: Annotated[int, typer.Option(help="Users validated after each epoch (a seeded sample when there "
                                                   "are more).")] = DEFAULT_VALID_USERS,
     beam_size: Annotated[int, typer.Option(help="Beam size for validation (and the default for evaluate).")
@@ -162,6 +199,7 @@ def train_cli(
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
+    keep_checkpoint: KeepCheckpointOpt = False,
 ) -> None:
     """Train the generator: read each history item's multimodal code, generate the next item's codes
     in one modality (collab by default) with constrained sequence learning.
@@ -178,13 +216,15 @@ def train_cli(
     config = GeneratorConfig(decode_modality=decode, constraint=constraint, max_history=max_history, d_model=d_model,
                              n_layers=n_layers, n_decoder_layers=n_decoder_layers, n_heads=n_heads, d_ff=d_ff,
                              dropout=dropout, modality_mask_prob=mask_prob, dual_positions=dual_positions,
-                             history_encoding=history_encoding)
+                             history_encoding=history_encoding, samples=samples, label_smoothing=label_smoothing)
     loop = replace(GENERATOR_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   patience=patience, precision=precision, seed=seed)
+                   patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
+                   precision=precision, seed=seed)
     r = train(data, codes, output, config=config, loop=loop, modalities=modalities, valid_users=valid_users,
-              beam_size=beam_size, device=device, force=force, resume=resume)
+              beam_size=beam_size, window_stride=window_stride, device=device, force=force, resume=resume,
+              keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist
 
     if dist.is_main():
         valid = ", ".join(f"{k} {v:.4f}" for k, v in r.valid.items())
-        info(f"wrote {output}: best epoch {r.best_epoch} (valid {valid}); {r.samples_per_second:,.0f} samples/s")
+        info(f"wrote {output}: best epoch {r.best_epoch} (valid {valid}); {r.targets_per_second:,.0f} targets/s")

@@ -40,9 +40,26 @@ T = TypeVar("T")
 
 # ---- reading images -------------------------------------------------------------------------------
 
+BAD_IMAGE_HINT = "fix the file or its path in items.jsonl, or pass --skip-bad-images to treat it as 'no image'"
+
+
+def check_image_file(path: Path, item_id: str) -> None:
+    """What can be known of an image file without decoding it: it exists, is a file and is not empty."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            problem = "does not exist" if not path.exists() else "is not a file"
+            raise DataError(f"item {item_id!r}: image file {path} {problem}; {BAD_IMAGE_HINT}")
+        if path.stat().st_size == 0:
+            raise DataError(f"item {item_id!r}: image file {path} is empty (0 bytes); {BAD_IMAGE_HINT}")
+    except OSError as e:
+        raise DataError(f"item {item_id!r}: image file {path} cannot be read ({e.strerror}); "
+                        f"{BAD_IMAGE_HINT}") from None
+
+
 def read_image(path: Path, item_id: str) -> Image.Image:
     """The image of one item as a fully decoded RGB PIL image; DataError naming item and path if unreadable."""
-    hint = "fix the file or its path in items.jsonl, or pass --skip-bad-images to treat it as 'no image'"
+    hint = BAD_IMAGE_HINT
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -63,7 +80,9 @@ class CatalogueImages:
     """The catalogue's images in catalogue order, read in batches.
 
     Items without an `image` field are left out; an unreadable file raises DataError or, with
-    `skip_bad_images`, is left out too and counted in `skipped`.
+    `skip_bad_images`, is left out too and counted in `skipped`. Without `skip_bad_images` every referenced
+    file is checked (exists, not empty) before any image is read, so a missing last image stops the run
+    before the work on all others.
     """
 
     def __init__(self, catalogue: Catalogue, *, skip_bad_images: bool = False):
@@ -74,6 +93,9 @@ class CatalogueImages:
         if not self.referenced:
             raise DataError(f"{catalogue.path}: no item has an \"image\" field, so there are no images to use; "
                             "add image paths (e.g. `mscg prepare ... --images DIR`)")
+        if not skip_bad_images:
+            for row in self.referenced:
+                check_image_file(catalogue.images[row], catalogue.item_ids[row])
 
     def batches(self, transform: Callable[[Image.Image], T], *, batch_size: int,
                 description: str | None = None) -> Iterator[tuple[list[int], list[T]]]:

@@ -43,10 +43,39 @@ def load_text_model(model_dir: Path | None, device: torch.device):
     return tokenizer, model.to(device).eval()
 
 
+MAX_TOKENS = 256  # the encoder reads at most this many tokens of a text (fewer if the model has fewer positions)
+# Characters kept of a text before tokenizing: a bound, not an average. A token spans a few characters (about 4
+# in English), so the first MAX_TOKENS tokens of any ordinary text lie well within MAX_TOKENS x 64 characters,
+# while the tokenizer's memory no longer grows with the length of a huge field.
+CHARS_PER_TOKEN = 64
+
+
+def input_tokens(model, max_length: int = MAX_TOKENS) -> int:
+    """The tokens of a text the encoder reads: `max_length`, or the model's positions when it has fewer."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
+
+
+def char_limit(tokens: int) -> int:
+    """Characters of a text kept before tokenizing, for an encoder that reads `tokens` tokens."""
+    return tokens * CHARS_PER_TOKEN
+
+
+def clip_texts(texts: list[str], limit: int) -> tuple[list[str], int]:
+    """(the texts cut to `limit` characters, how many were longer)."""
+    cut = sum(len(t) > limit for t in texts)
+    return ([t[:limit] for t in texts] if cut else list(texts)), cut
+
+
 @torch.no_grad()
 def encode_texts(texts: list[str], tokenizer, model, device: torch.device, *, batch_size: int = 64,
-                 max_length: int = 256, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """(N,) texts -> (N, D) float32 unit vectors (mean over real tokens of the last hidden state)."""
+                 max_length: int = MAX_TOKENS, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N,) texts -> (N, D) float32 unit vectors (mean over real tokens of the last hidden state).
+
+    Each text is cut to `char_limit` characters before tokenizing (the tokenizer would otherwise see the
+    whole string, whatever `max_length` says), so memory stays bounded whatever a text's length."""
+    max_length = input_tokens(model, max_length)
+    texts, _ = clip_texts(texts, char_limit(max_length))
     chunks = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,

@@ -61,6 +61,7 @@ class GeneratorConfig(JsonConfig):
     constraint: str = "trie"  # one of CONSTRAINTS
     modality_mask_prob: float = 0.1
     samples: str = "prefix"  # one of SAMPLES: how it was trained, and so how its encoder attends (see NOTE)
+    label_smoothing: float = 0.0  # training loss: this share of each target spread over the permitted tokens
     model_type: str = "mscg-generator"
 
     def __post_init__(self) -> None:
@@ -250,18 +251,28 @@ class Generator(nn.Module):
         return self.sequence_loss(hidden, target[user, position], allowed[user, position])
 
     def sequence_loss(self, hidden: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Mean over steps of the cross-entropy, normalised over the permitted tokens of each step."""
+        """Mean over steps of the cross-entropy, normalised over the permitted tokens of each step; with
+        label smoothing eps, (1 - eps) * cross-entropy + eps * the mean of -log p over the permitted tokens."""
+        eps = self.config.label_smoothing
         weight = self.t5.lm_head.weight[self.level_token]  # (D, W, C)
         logits = torch.einsum("bjc,jwc->bjw", hidden, weight).float()  # (B, D, W)
         if self.config.constraint == "off":
             full = (hidden @ self.t5.lm_head.weight.T).float()  # (B, D, V)
             target_logit = logits.gather(2, target[..., None]).squeeze(2)  # (B, D)
-            return (full.logsumexp(dim=-1) - target_logit).mean()
+            nll = full.logsumexp(dim=-1) - target_logit  # (B, D)
+            if eps > 0:  # permitted: the whole vocabulary
+                nll = (1 - eps) * nll + eps * (full.logsumexp(dim=-1) - full.mean(dim=-1))
+            return nll.mean()
         permitted = self.level_valid[None].expand_as(allowed)  # (B, D, W)
         if self.config.constraint == "trie":
             permitted = permitted & allowed
         logits = logits.masked_fill(~permitted, float("-inf"))
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        if eps == 0:
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        logp = logits.log_softmax(dim=-1)  # (B, D, W), -inf where not permitted
+        nll = -logp.gather(2, target[..., None]).squeeze(2)  # (B, D)
+        uniform = -logp.masked_fill(~permitted, 0.0).sum(dim=-1) / permitted.sum(dim=-1).clamp(min=1)  # (B, D)
+        return ((1 - eps) * nll + eps * uniform).mean()
 
 
 def first_real_column(history: torch.Tensor) -> int:

@@ -10,6 +10,8 @@ and codewords left unused are restarted from random residuals (dead-code handlin
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,12 +62,14 @@ class ResidualQuantizer(nn.Module):
         return straight_through, torch.stack(indices, dim=1), losses
 
     @torch.no_grad()
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (N, L) codes."""
+    def encode(self, z: torch.Tensor, *, balance_last: bool = False) -> torch.Tensor:
+        """(N, D) -> (N, L) codes. `balance_last`: the last level by a balanced assignment over these N
+        vectors (`balanced_assignment`) instead of the nearest codeword."""
         residual = z
         indices = []
-        for codebook in self.codebooks:
-            idx = self.nearest(residual, codebook)
+        for level, codebook in enumerate(self.codebooks):
+            last = level == len(self.codebooks) - 1
+            idx = balanced_assignment(residual, codebook) if balance_last and last else self.nearest(residual, codebook)
             residual = residual - codebook[idx]
             indices.append(idx)
         return torch.stack(indices, dim=1)
@@ -103,6 +107,24 @@ class ResidualQuantizer(nn.Module):
                 restarted += len(dead)
             residual = residual - codebook[idx]
         return restarted
+
+
+def balanced_assignment(x: torch.Tensor, codebook: torch.Tensor, *, epsilon: float = 0.003,
+                        iterations: int = 50) -> torch.Tensor:
+    """(N, D), (K, D) -> (N,) codewords chosen so that each is used about N/K times: Sinkhorn-Knopp on the
+    standardised squared distances (entropic optimal transport to uniform codeword marginals), then the
+    most likely codeword per vector, as MQL4GRec and LETTER assign their last level (epsilon 0.003).
+
+    NOTE: a property of the whole set: encoding one vector alone gives its nearest codeword.
+    """
+    distances = (x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.T + codebook.pow(2).sum(1)[None]).double()
+    distances = (distances - distances.mean()) / distances.std().clamp_min(1e-12)  # (N, K), scale-free
+    log_q = -distances / epsilon
+    n, k = log_q.shape
+    for _ in range(iterations):  # in the log domain: exp(-d / 0.003) overflows
+        log_q = log_q - log_q.logsumexp(dim=0, keepdim=True) - math.log(k)  # every codeword gets 1/K
+        log_q = log_q - log_q.logsumexp(dim=1, keepdim=True) - math.log(n)  # every vector gives 1/N
+    return log_q.argmax(dim=1)
 
 
 def kmeans(x: torch.Tensor, k: int, *, seed: int, max_points: int = 200_000) -> torch.Tensor:

@@ -22,6 +22,7 @@ class RQKMeansConfig(JsonConfig):
     dim: int
     codebook_sizes: list[int] = field(default_factory=lambda: [256, 256, 256])
     normalize: bool = True
+    balanced_last_level: bool = False  # the last level by a balanced (Sinkhorn) assignment over the items coded
     modality: str = "text"
     model_type: str = "rq-kmeans"
 
@@ -38,10 +39,10 @@ class RQKMeans(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, dim) -> (N, L) codes."""
-        return self.rq.encode(self.prepare(x))
+        return self.rq.encode(self.prepare(x), balance_last=self.config.balanced_last_level)
 
     @torch.no_grad()
     def reconstruction_error(self, x: torch.Tensor) -> float:
         """Mean squared error between the (normalised) vectors and their quantized reconstruction."""
         target = self.prepare(x)
-        return float((target - self.rq.decode(self.rq.encode(target))).pow(2).sum(1).mean())
+        return float((target - self.rq.decode(self.encode(x))).pow(2).sum(1).mean())

@@ -67,6 +67,9 @@ class Vocabulary:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Vocabulary:
         slots = [Slot(s["modality"], int(s["level"]), int(s["offset"]), int(s["size"])) for s in obj["slots"]]
+        if not slots or not all(0 <= s.level < 2**31 and 0 <= s.offset < 2**31 and 0 < s.size < 2**31 for s in slots):
+            raise DataError("the vocabulary in meta.json has no slots, or slots of impossible sizes; "
+                            "re-run assign-codes")
         modalities = list(dict.fromkeys(s.modality for s in slots))
         vocab = cls(modalities, slots)
         if vocab.to_json() != obj:

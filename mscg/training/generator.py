@@ -21,7 +21,7 @@ from mscg.generator_recommender import DEFAULT_BEAM_SIZE, GeneratorRecommender, 
 from mscg.models.generator import Generator, GeneratorConfig
 from mscg.training import distributed as dist
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
-from mscg.training.validation import validation_sums
+from mscg.training.validation import popularity_thirds, validation_sums
 
 # `mscg train`'s training defaults (the model's are GeneratorConfig's).
 GENERATOR_LOOP = LoopConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=0.01, patience=5)
@@ -76,10 +76,11 @@ def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: D
     recommender = GeneratorRecommender(model, codes, device, beam_size)
     chosen = validation_users(len(ds.split), valid_users, loop.seed)
     mine = chosen[list(dist.shard(len(chosen)))]
+    thirds = popularity_thirds(ds.split, chosen, len(ds.catalogue))
 
     def validate(core: Generator) -> dict[str, float]:
         recommender.model = core
-        return validation_sums(recommender, ds.split, mine, batch_size=256)
+        return validation_sums(recommender, ds.split, mine, batch_size=256, thirds=thirds)
 
     n_params = sum(p.numel() for p in model.parameters())
     yield Event("info", info={"samples": len(samples), "targets": n_targets, "parameters": n_params,

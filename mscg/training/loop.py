@@ -47,8 +47,10 @@ class LoopConfig:
     lr: float
     weight_decay: float = 0.0
     warmup_fraction: float = 0.02
+    warmup_steps: int | None = None  # linear warm-up steps; None: warmup_fraction of all steps
     min_lr_ratio: float = 0.1
-    patience: int = 5  # epochs without a better validation metric before stopping
+    patience: int = 5  # validations without a better metric before stopping (never before warm-up ends)
+    validate_every: int = 1  # epochs between validations (the last epoch is always validated)
     grad_clip: float = 1.0
     seed: int = 0
     precision: str = "fp32"  # on CUDA: "fp32" or "bf16" (autocast); the CPU always trains in fp32
@@ -65,6 +67,10 @@ class LoopConfig:
             raise UsageError("--weight-decay must be a number >= 0")
         if self.patience < 1:
             raise UsageError("--patience must be at least 1")
+        if self.validate_every < 1:
+            raise UsageError("--validate-every must be at least 1")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise UsageError("--warmup-steps must be 0 or more")
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision {self.precision!r} must be one of: {', '.join(PRECISIONS)}")
 
@@ -126,9 +132,10 @@ def train_loop(
 ) -> Generator[Event, None, LoopResult]:
     """Train `model` in place; at the end it holds the best validated weights (or the last ones).
 
-    `validate(model)` returns sums over this rank's share of users plus "count"; the loop adds them
-    over ranks and divides. `after_step(model, step, total_steps)` runs after each optimizer step
-    (e.g. an EMA teacher update). `result` is filled in as training goes, and returned at the end.
+    `validate(model)` returns sums over this rank's share of users plus "count" (and "metric/group" sums
+    with their "count/group"); the loop adds them over ranks and divides. `after_step(model, step,
+    total_steps)` runs after each optimizer step (e.g. an EMA teacher update). `result` is filled in as
+    training goes, and returned at the end.
     """
     config.check()
     result = result if result is not None else LoopResult()
@@ -141,15 +148,19 @@ def train_loop(
     steps_per_epoch = max(1, math.ceil(len(sampler) / config.batch_size))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, config))
+    warmup = warmup_steps(total_steps, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, warmup, config))
     bf16 = device.type == "cuda" and config.precision == "bf16"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     result.precision = "bf16" if bf16 else "fp32"
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
-             "bad_epochs": 0, "history": []}
+             "bad_validations": 0, "history": []}
     best_state: dict[str, torch.Tensor] | None = None
-    knobs = {k: v for k, v in asdict(config).items() if k != "checkpoint_seconds"}  # may change on resume
+    # The budget (epochs, patience, validation interval) may change on resume: a finished or stopped run
+    # continues with a larger one (its learning-rate decay then stretches over the new budget).
+    run_time = ("checkpoint_seconds", "epochs", "patience", "validate_every")
+    knobs = {k: v for k, v in asdict(config).items() if k not in run_time}
     fingerprint = json.loads(json.dumps({"loop": knobs, **(fingerprint or {})}, default=str))
     ckpt_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
     resumed_from = None
@@ -190,9 +201,9 @@ def train_loop(
             if ckpt_path is not None and time.monotonic() - last_checkpoint > config.checkpoint_seconds:
                 _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
                 last_checkpoint = time.monotonic()
-        # End of epoch: validate, keep the best weights, maybe stop early.
+        # End of epoch: validate (every validate_every epochs, and the last), keep the best weights, maybe stop.
         value, is_best = None, False
-        if validate is not None:
+        if validate is not None and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
             model.eval()
             with torch.no_grad(), autocast:
                 sums = validate(core)
@@ -200,15 +211,19 @@ def train_loop(
             totals = dist.all_reduce_sum(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64))
             totals = dict(zip(keys, totals.tolist()))
             count = max(totals.pop("count", 1.0), 1.0)
-            scores = {k: v / count for k, v in totals.items()}
+            # "metric/group" sums are divided by their group's "count/group" (popularity thirds)
+            group_counts = {k.split("/", 1)[1]: max(totals.pop(k), 1.0) for k in list(totals)
+                            if k.startswith("count/")}
+            scores = {k: v / (group_counts.get(k.split("/", 1)[1], 1.0) if "/" in k else count)
+                      for k, v in totals.items()}
             value = scores[metric]
             is_best = state["best_metric"] is None or value > state["best_metric"]
             if is_best:
-                state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, epoch + 1, 0
+                state["best_metric"], state["best_epoch"], state["bad_validations"] = value, epoch + 1, 0
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in core.state_dict().items()})
             else:
-                state["bad_epochs"] += 1
-                stop = state["bad_epochs"] >= config.patience
+                state["bad_validations"] += 1
+                stop = state["bad_validations"] >= config.patience and state["step"] >= warmup
             state["history"].append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in scores.items()}})
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
@@ -247,15 +262,20 @@ def _env_seconds(name: str, default: float) -> float:
         raise UsageError(f"{name}={os.environ[name]!r} must be a number of seconds") from None
 
 
-def _warmup_cosine(total_steps: int, config: LoopConfig) -> Callable[[int], float]:
-    """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to `min_lr_ratio`.
+def warmup_steps(total_steps: int, config: LoopConfig) -> int:
+    """The warm-up: `warmup_steps`, or `warmup_fraction` of all steps (at least 1)."""
+    if config.warmup_steps is not None:
+        return min(config.warmup_steps, total_steps)
+    return max(1, int(total_steps * config.warmup_fraction))
+
+
+def _warmup_cosine(total_steps: int, warmup: int, config: LoopConfig) -> Callable[[int], float]:
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_lr_ratio` at the end of the budget.
 
     NOTE: transformers' `get_cosine_with_min_lr_schedule_with_warmup` is this schedule shifted by one step
     (its first step has learning rate 0); taking it would change every trained model, so it waits for a
     change that moves results anyway (the training-regime work).
     """
-    warmup = max(1, int(total_steps * config.warmup_fraction))
-
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup

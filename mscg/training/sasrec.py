@@ -17,7 +17,7 @@ from mscg.models.sasrec import SASRec, SASRecConfig
 from mscg.recommenders import SASRecRecommender
 from mscg.training import distributed as dist
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
-from mscg.training.validation import validation_sums
+from mscg.training.validation import popularity_thirds, validation_sums
 
 # `mscg collab`'s training defaults (the model's are SASRecConfig's).
 SASREC_LOOP = LoopConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)
@@ -65,10 +65,11 @@ def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: t
     if start is not None:
         model.init_item_table(*start)
     recommender = SASRecRecommender(model, ds.catalogue.item_ids, device, {})
+    thirds = popularity_thirds(ds.split, range(len(ds.split)), len(ds.catalogue))
 
     def validate(core: SASRec) -> dict[str, float]:
         recommender.model = core
-        return validation_sums(recommender, ds.split, dist.shard(len(ds.split)))
+        return validation_sums(recommender, ds.split, dist.shard(len(ds.split)), thirds=thirds)
 
     events = train_loop(model, windows, loop, device=device, validate=validate, checkpoint_dir=checkpoint_dir,
                         resume=resume, fingerprint={"model": config.to_json(), **(fingerprint or {})})

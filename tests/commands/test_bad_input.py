@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mscg.artifacts.atomic import partial_path
+from mscg.artifacts.atomic import lock_path, partial_path
 from mscg.commands import _common
 from tests.conftest import synthetic_dataset, write_jsonl
 from tests.helpers import (
@@ -246,6 +246,150 @@ def item_id(index: int, value: str):
     return lambda meta: meta["item_ids"].__setitem__(index, value)
 
 
+def steps(*setups):
+    """Setup: several setups, in order."""
+    def setup(c: Ctx):
+        for step in setups:
+            step(c)
+    return setup
+
+
+def built_only_after_checks(c: Ctx):
+    """Setup: a model or quantizer built for real (not on the meta device, where nothing is allocated) before
+    its config was refused fails the test."""
+    import dataclasses
+
+    import mscg.generator_recommender
+    import mscg.quantizers
+    import mscg.recommenders
+
+    def guarded(cls):
+        def build(config):
+            if torch.empty(0).device.type != "meta":
+                pytest.fail(f"{cls.__name__} was built (allocated) before its config was checked")
+            return cls(config)
+        return build
+
+    c.monkeypatch.setattr(mscg.generator_recommender, "Generator", guarded(mscg.generator_recommender.Generator))
+    c.monkeypatch.setattr(mscg.recommenders, "SASRec", guarded(mscg.recommenders.SASRec))
+    for name, kind in mscg.quantizers.QUANTIZERS.items():
+        c.monkeypatch.setitem(mscg.quantizers.QUANTIZERS, name, dataclasses.replace(kind, module=guarded(kind.module)))
+
+
+def bad_config(artifact: str, change, file: str = "config.json"):
+    """Setup: a copy of the pipeline's ARTIFACT at tmp/ARTIFACT whose FILE is changed (a function editing the
+    JSON, or the file's new text), and no real model built before the refusal."""
+    return steps(copied(artifact, artifact, file, change), built_only_after_checks)
+
+
+def planted_link(link: str, target: str, copy_of: str | None = None):
+    """Setup: a symbolic link at LINK to TARGET (made a copy of the pipeline's artifact COPY_OF, or a file)."""
+    def setup(c: Ctx):
+        target_path = Path(c.fill(target))
+        if copy_of is not None:
+            copy_artifact(getattr(c.pipe, copy_of), target_path)
+        else:
+            target_path.write_text("the victim of a planted link\n")
+        Path(c.fill(link)).symlink_to(target_path)
+    return setup
+
+
+def held_lock(c: Ctx):
+    """Setup: another process (an open file description of the test's own) holds the lock of tmp/out."""
+    import fcntl
+    import os
+
+    from mscg.artifacts.atomic import lock_path
+
+    fd = os.open(lock_path(c.out), os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    c._request.addfinalizer(lambda: os.close(fd))
+    c.held_lock = True
+
+
+def no_space_when_saving(module: str, name: str):
+    """Setup: MODULE.NAME (safetensors' save_file / save_model) writes part of its file and fails as safetensors
+    does on a full disk."""
+    def setup(c: Ctx):
+        import importlib
+
+        from safetensors import SafetensorError
+
+        def full(_tensors, path, *args, **kwargs):
+            Path(path).write_bytes(b"\0" * 100)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+        c.monkeypatch.setattr(importlib.import_module(module), name, full)
+    return setup
+
+
+def quantizer_on_edited_embeddings(c: Ctx):
+    """Setup: tmp/q quantizes tmp/emb, whose vectors were edited afterwards."""
+    emb = copy_artifact(c.pipe.emb_text, c.tmp / "emb")
+    ok("quantize", "--modality", "text", "--embeddings", emb, "-o", c.tmp / "q", "--n-levels", "2")
+    tensors = load_file(emb / "embeddings.safetensors")
+    tensors["embeddings"][0] *= 2
+    save_file(tensors, emb / "embeddings.safetensors")
+
+
+def swapped_codes(path: Path) -> None:
+    """Swap the codes of two items (same layout, same item ids: only the digest tells)."""
+    tensors = load_file(path / "codes.safetensors")
+    tensors["codes"][[0, 1]] = tensors["codes"][[1, 0]]
+    save_file(tensors, path / "codes.safetensors")
+
+
+def generator_on_swapped_codes(c: Ctx):
+    """Setup: tmp/gen, a copy of the generator whose own codes (tmp/gen/codes) were swapped."""
+    swapped_codes(copy_artifact(c.pipe.generator, c.tmp / "gen") / "codes")
+
+
+def old_generator_on_swapped_codes(c: Ctx):
+    """Setup: tmp/gen, a generator folder as mscg wrote them before they held their codes (meta.json names the
+    codes by absolute path: tmp/codes), whose codes were swapped."""
+    gen = copy_artifact(c.pipe.generator, c.tmp / "gen")
+    shutil.rmtree(gen / "codes")
+    swapped_codes(copy_artifact(c.pipe.codes, c.tmp / "codes"))
+    edit_json(gen / "meta.json", setting("codes", str(c.tmp / "codes")))
+
+
+def without_its_codes(c: Ctx):
+    """Setup: tmp/gen, a copy of the generator whose codes/ folder was removed."""
+    shutil.rmtree(copy_artifact(c.pipe.generator, c.tmp / "gen") / "codes")
+
+
+def images_with_the_last_missing(c: Ctx):
+    """Setup: two items with images, the last one's file missing; reading any image fails the test (the
+    missing file must be found before the work on the others)."""
+    import mscg.encoders.image
+
+    c.data = image_data(c.tmp, "missing")
+    items = c.data / "items.jsonl"
+    items.write_text("\n".join(reversed(items.read_text().splitlines())) + "\n")  # the missing one last
+    c.monkeypatch.setattr(mscg.encoders.image, "read_image", lambda *a: pytest.fail("an image was read first"))
+
+
+def read_only_output_folder(c: Ctx):
+    """Setup: tmp/ro cannot be written (a read-only tmpfs as root, else mode 555); encoding fails the test."""
+    import os
+    import subprocess
+
+    import mscg.encoders.text
+
+    ro = c.tmp / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True,
+                                 check=False)
+        if mounted.returncode:
+            pytest.skip("no read-only folder: root ignores file modes and tmpfs cannot be mounted here")
+        c._request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(ro)], capture_output=True, check=False))
+    else:
+        ro.chmod(0o555)
+        c._request.addfinalizer(lambda: ro.chmod(0o755))
+    c.monkeypatch.setattr(mscg.encoders.text, "encode_texts", lambda *a, **k: pytest.fail("encoded first"))
+
+
 SASREC, GENERATOR = " ".join(TINY_SASREC), " ".join(TINY_GENERATOR)
 EMBED = "embed --modality text -d {data} -o {out} --device cpu"
 COLLAB = "collab -d {data} -o {out} " + SASREC
@@ -279,6 +423,7 @@ def four_users_of(n: int):
 
 
 H_JSONL = '{"user_id": "x", "history": ["i0", "i4"]}\n'
+ASSIGN_Q_TEXT = "assign-codes -d {pipe.data} -q {tmp}/q_text -o {out}"  # a copy of the text quantizer
 SCHEMA_99_COMMANDS = {"generator": evaluate("{tmp}/generator"), "codes": train("{tmp}/codes"),
                       "q_text": "assign-codes -d {pipe.data} -q {tmp}/q_text -o {out}",
                       "emb_text": quantize("{tmp}/emb_text")}
@@ -474,6 +619,39 @@ CASES = [
          write("{tmp}/h.jsonl", '{"user_id": "x", "history": ["i0"]}\n{"user_id": "y", "history": ["zz"]}\n'),
          "recommend {pipe.sasrec} -i {tmp}/h.jsonl -o {out}", 1,
          ["h.jsonl line 2", "'zz' is not in the model's catalogue", "--skip-unknown"], out="{tmp}/recs.jsonl"),
+    *[Case(f"recommend {what}", write("{tmp}/h.jsonl", '{"user_id": "x", "history": ["i0"]}\n' + text + "\n"),
+           "recommend {pipe.sasrec} -i {tmp}/h.jsonl -o {out}", 1, ["h.jsonl line 2", *needles],
+           out="{tmp}/recs.jsonl")
+      for what, text, needles in [
+          ("missing user_id", '{"history": ["i0"]}', ['missing "user_id"', '{{"user_id": ..., "history"']),
+          ("missing history", '{"user_id": "y"}', ['missing "history"']),
+          ("user_id not an id", '{"user_id": 7.5, "history": ["i0"]}',
+           ['"user_id" must be a string (or an integer), found 7.5']),
+          ("history not a list", '{"user_id": "y", "history": "i0"}',
+           ['"history" must be a list of item ids, found "i0"']),
+          ("history item not an id", '{"user_id": "y", "history": ["i0", null]}',
+           ['"history" must list item ids (strings or integers), found null']),
+          ("empty history", '{"user_id": "y", "history": []}',
+           ["user 'y' has no known history item", "--fallback popular"]),
+      ]],
+    Case("recommend all-unknown history", write("{tmp}/h.jsonl", '{"user_id": "y", "history": ["zz"]}\n'),
+         "recommend {pipe.sasrec} -i {tmp}/h.jsonl -o {out} --skip-unknown", 1,
+         ["h.jsonl line 1", "no known history item", "--fallback popular"], out="{tmp}/recs.jsonl"),
+    *[Case(f"recommend {flag} {value}", write("{tmp}/h.jsonl", H_JSONL),
+           f"recommend {{pipe.sasrec}} -i {{tmp}}/h.jsonl -o {{out}} {flag} {value}", 2,
+           [f"{flag} '{value}' must be one of: {choices}"], out="{tmp}/recs.jsonl")
+      for flag, value, choices in [("--on-error", "ignore", "fail, skip"), ("--fallback", "random", "none, popular")]],
+    Case("recommend --fallback popular without recorded popularity",
+         steps(write("{tmp}/h.jsonl", H_JSONL),
+               copied("sasrec", "model", "meta.json", lambda meta: meta.pop("train_item_counts"))),
+         "recommend {tmp}/model -i {tmp}/h.jsonl -o {out} --fallback popular", 2,
+         ["--fallback popular needs the model's training popularity", "{tmp}/model/meta.json records none"],
+         out="{tmp}/recs.jsonl"),
+    Case("recommend --fallback popular with malformed popularity",
+         steps(write("{tmp}/h.jsonl", H_JSONL), copied("sasrec", "model", "meta.json", setting("train_item_counts",
+                                                                                              [1, -2]))),
+         "recommend {tmp}/model -i {tmp}/h.jsonl -o {out} --fallback popular", 1,
+         ["{tmp}/model/meta.json: train_item_counts must list one count >= 0 per item"], out="{tmp}/recs.jsonl"),
     # ---- files that would be unpickled: refused, and the pickle never runs
     Case("pickle as model weights", copied("sasrec", "model", "model.safetensors", PICKLE), evaluate("{tmp}/model"), 1,
          ["model.safetensors is not a readable safetensors file"], out="{tmp}/m.json"),
@@ -486,6 +664,112 @@ CASES = [
          ["codes.safetensors is not a valid codes file"]),
     Case("pickle in a text model directory", pickle_in_a_text_model, EMBED + " --model {tmp}/model", 1,
          ["{tmp}/model", "safetensors"]),
+    # ---- numbers too large to be numbers
+    Case("401-digit timestamp",
+         line("interactions", 3, '{"user_id": "u1", "item_id": "i1", "timestamp": 1' + "0" * 400 + "}"), COLLAB, 1,
+         ["interactions.jsonl line 3", '"timestamp" is an integer of 401 digits']),
+    # ---- model configs: checked against types, ranges and the weights' header before anything is built
+    *[Case(f"{artifact} config {key} {value!r:.20}", bad_config(artifact, setting(key, value)), command, 1,
+           [f"{{tmp}}/{artifact}/config.json", f'"{key}"', needle], out=out)
+      for artifact, key, value, needle, command, out in [
+          ("generator", "d_ff", 100_000_000, "must be between 1 and", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("generator", "n_heads", 0, "must be between 1 and", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("generator", "max_history", -5, "must be between 1 and", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("generator", "dropout", float("nan"), "must be a finite number", evaluate("{tmp}/generator"),
+           "{tmp}/m.json"),
+          ("generator", "d_model", "16", "must be an integer", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("generator", "dual_positions", 1, "must be true or false", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("generator", "constraint", "beam", "must be one of: trie", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("generator", "decode_modality", "image", "must be among the vocabulary's modalities",
+           evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("sasrec", "n_layers", True, "must be an integer", evaluate("{tmp}/sasrec"), "{tmp}/m.json"),
+          ("sasrec", "n_items", 10**400, "must be between 1 and", evaluate("{tmp}/sasrec"), "{tmp}/m.json"),
+          ("sasrec", "d_model", 15, "must be divisible by n_heads", evaluate("{tmp}/sasrec"), "{tmp}/m.json"),
+          ("q_text", "dim", 1e12, "must be an integer", ASSIGN_Q_TEXT, "{tmp}/out"),
+          ("q_text", "codebook_sizes", [8, 0], "must list integers between 1", ASSIGN_Q_TEXT, "{tmp}/out"),
+          ("q_text", "normalize", "yes", "must be true or false", ASSIGN_Q_TEXT, "{tmp}/out"),
+      ]],
+    *[Case(f"{artifact} config that does not match its weights ({key} {value})",
+           bad_config(artifact, setting(key, value)), command, 1,
+           [f"{{tmp}}/{artifact}/model.safetensors does not match", "size mismatch", name], out=out)
+      for artifact, key, value, name, command, out in [
+          ("generator", "d_ff", 4096, "DenseReluDense.w", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("sasrec", "max_history", 5000, "pos_emb.weight", evaluate("{tmp}/sasrec"), "{tmp}/m.json"),
+          ("q_text", "dim", 10**6, "codebooks.0", ASSIGN_Q_TEXT, "{tmp}/out"),
+      ]],
+    *[Case(f"{artifact} {file} {what}", bad_config(artifact, content, file), command, 1, [f"{artifact}/{file}", needle],
+           out=out)
+      for artifact, file, what, content, needle, command, out in [
+          ("sasrec", "config.json", "nested 100,000 deep", "[" * 100_000, "nests too deeply", evaluate("{tmp}/sasrec"),
+           "{tmp}/m.json"),
+          ("sasrec", "meta.json", "nested 100,000 deep", "[" * 100_000, "nests too deeply", evaluate("{tmp}/sasrec"),
+           "{tmp}/m.json"),
+          ("generator", "config.json", "with a 5,000-digit integer", '{"d_ff": 1' + "0" * 5000 + "}",
+           "is not an mscg file", evaluate("{tmp}/generator"), "{tmp}/m.json"),
+          ("q_text", "meta.json", "with a 5,000-digit integer", '{"kind": "quantizer", "n": 1' + "0" * 5000 + "}",
+           "is not an mscg file", ASSIGN_Q_TEXT, "{tmp}/out"),
+      ]],
+    Case("generator meta beam_size too large", bad_config("generator", setting("beam_size", 10**30), "meta.json"),
+         evaluate("{tmp}/generator"), 1, ["generator/meta.json", "beam_size must be an integer"], out="{tmp}/m.json"),
+    # ---- digests: an artifact found through meta.json must be the one recorded there
+    Case("embeddings edited after quantize", quantizer_on_edited_embeddings,
+         "assign-codes -d {pipe.data} -q {tmp}/q -o {out}", 1,
+         ["{tmp}/emb is not the embeddings {tmp}/q was made from", "SHA-256", "--no-verify"]),
+    Case("codes swapped after train", generator_on_swapped_codes, evaluate("{tmp}/gen"), 1,
+         ["{tmp}/gen/codes is not the codes {tmp}/gen was made from", "--no-verify"], out="{tmp}/m.json"),
+    Case("codes swapped after train (an old model folder)", old_generator_on_swapped_codes, evaluate("{tmp}/gen"),
+         1, ["{tmp}/codes is not the codes {tmp}/gen was made from", "--no-verify"], out="{tmp}/m.json"),
+    Case("model folder without its codes", without_its_codes, evaluate("{tmp}/gen"), 1,
+         ["{tmp}/gen/codes is missing", "copy the whole directory", "--codes"], out="{tmp}/m.json"),
+    Case("other codes of the same layout and items",
+         steps(write("{tmp}/h.jsonl", H_JSONL), lambda c: swapped_codes(copy_artifact(c.pipe.codes, c.tmp / "c"))),
+         "recommend {pipe.generator} --codes {tmp}/c -i {tmp}/h.jsonl -o {out}", 1,
+         ["{tmp}/c is not the codes {pipe.generator} was made from"], out="{tmp}/recs.jsonl"),
+    # ---- outputs inside what an input was made from (found through meta.json)
+    Case("evaluate output inside the model's codes", None, evaluate("{pipe.generator}"), 2,
+         ["would be written inside the input {pipe.codes}"], out="{pipe.codes}/m.json"),
+    Case("recommend output inside the model's codes", write("{tmp}/h.jsonl", H_JSONL),
+         "recommend {pipe.generator} -i {tmp}/h.jsonl -o {out}", 2, ["would be written inside the input {pipe.codes}"],
+         out="{pipe.codes}/recs.jsonl"),
+    Case("assign-codes output inside the quantizer's embeddings", None,
+         "assign-codes -d {pipe.data} -q {pipe.q_text} -o {out}", 2,
+         ["would be written inside the input {pipe.emb_text}"],
+         out="{pipe.emb_text}/codes"),
+    # ---- knowable failures first: before any image is read, any text encoded
+    Case("missing last image found first", images_with_the_last_missing,
+         "embed --modality image -d {data} -o {out} --device cpu", 1, ["'i0'", "does not exist", "--skip-bad-images"]),
+    Case("read-only output folder found first", read_only_output_folder, EMBED, 1, ["cannot write {tmp}/ro/emb"],
+         out="{tmp}/ro/emb"),
+    # ---- links, locks, full disks
+    Case("planted partial link with resume", planted_link("{tmp}/.emb.partial", "{tmp}/victim", "emb_text"),
+         "collab -d {data} -o {tmp}/emb --resume " + SASREC, 2, ["{tmp}/.emb.partial is a symbolic link"], out=None,
+         unchanged="{tmp}/victim/meta.json"),
+    Case("planted partial link of a file output", planted_link("{tmp}/.m.json.partial", "{tmp}/victim.txt"),
+         "evaluate {pipe.sasrec} -d {pipe.data} -o {tmp}/m.json", 2, ["{tmp}/.m.json.partial is a symbolic link"],
+         out=None, unchanged="{tmp}/victim.txt"),
+    Case("output is a link", planted_link("{tmp}/q", "{tmp}/victim", "q_text"),
+         "quantize --modality text --embeddings {pipe.emb_text} -o {tmp}/q --force", 2,
+         ["output {tmp}/q is a symbolic link"], out=None, unchanged="{tmp}/victim/model.safetensors"),
+    Case("another process writes the output", held_lock, COLLAB, 1, ["another mscg process", "is writing {out}"]),
+    Case("full disk saving embeddings", no_space_when_saving("mscg.artifacts.embeddings", "save_file"),
+         import_embeddings("{pipe.work}/text.npy"), 1,
+         ["no space left on device while writing {out}", "free some space"]),
+    Case("full disk saving a quantizer", no_space_when_saving("mscg.artifacts.modeldir", "save_model"),
+         quantize("{pipe.emb_text}"), 1, ["no space left on device while writing {out}"]),
+    # ---- compare, assign-codes --embeddings, click's own usage errors
+    Case("compare input nested 100,000 deep", write("{tmp}/m.json", '{"users": 1, "x": ' + "[" * 100_000),
+         "compare a={tmp}/m.json -o {out}", 1, ["m.json nests too deeply"], out="{tmp}/all.json"),
+    Case("compare input nested 500 deep", write("{tmp}/m.json", '{"users": 1, "x": ' + "[" * 500 + "]" * 500 + "}"),
+         "compare a={tmp}/m.json -o {out}", 1, ["m.json nests more than 32 levels deep"], out="{tmp}/all.json"),
+    Case("compare metric not a number", write("{tmp}/m.json", '{"users": 1, "ndcg@10": "high"}'),
+         "compare a={tmp}/m.json -o {out}", 1, ['m.json: "ndcg@10" must be a number'], out="{tmp}/all.json"),
+    Case("embeddings for a modality without its quantizer", None,
+         "assign-codes -d {pipe.data} -q {pipe.q_text} --embeddings image={pipe.emb_text} -o {out}", 2,
+         ["--embeddings image=", "no --quantizer quantizes image"]),
+    Case("unknown option is one line", None, EMBED + " --nope", 2, ["No such option: --nope", "--help"]),
+    Case("missing option is one line", None, "embed -d {data}", 2, ["Missing option '--output'"]),
+    Case("invalid option value is one line", None, EMBED + " --batch-size many", 2,
+         ["Invalid value for '--batch-size'"]),
 ]
 
 
@@ -501,6 +785,8 @@ def test_refused(case: Case, request, tmp_path):
     result = invoke(*(c.fill(word) for word in case.args.split()))
     assert_refused(result, case.code, *(c.fill(needle) for needle in case.needles), output=out)
     assert not c.marker.exists(), "a pickle ran"
+    if out is not None and "held_lock" not in vars(c):
+        assert not lock_path(out).exists(), f"{lock_path(out)} was left behind"
     if case.unchanged:
         assert Path(c.fill(case.unchanged)).read_bytes() == before, f"{case.unchanged} changed"
 
@@ -589,3 +875,164 @@ def test_ctrl_c_with_force_keeps_the_old_output(pipe, tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not partial_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes"]
+
+
+# ---- hardening: the cases that are not one refusal -------------------------------------------------
+
+def test_a_huge_text_is_cut_before_tokenizing(tiny_text_model, tmp_path, monkeypatch):
+    """A 2 MB text field: the tokenizer sees a bounded number of characters (memory stays bounded), and
+    stderr says how many texts were cut."""
+    import mscg.encoders.text
+
+    write_jsonl(tmp_path / "data" / "items.jsonl", [{"item_id": "huge", "text": "word " * 400_000},
+                                                    {"item_id": "small", "text": "a short one"}])
+    write_jsonl(tmp_path / "data" / "interactions.jsonl", [])
+    longest = []
+    real_load = mscg.encoders.text.load_text_model
+
+    def load(model_dir, device):
+        tokenizer, model = real_load(model_dir, device)
+
+        def spy(texts, *args, **kwargs):
+            longest.append(max(map(len, texts)))
+            return tokenizer(texts, *args, **kwargs)
+
+        return spy, model
+
+    monkeypatch.setattr(mscg.encoders.text, "load_text_model", load)
+    out = tmp_path / "emb"
+    result = invoke("embed", "--modality", "text", "-d", tmp_path / "data", "-o", out, "--model", tiny_text_model,
+                    "--device", "cpu")
+    assert longest and max(longest) <= 256 * 64, f"the tokenizer saw {max(longest):,} characters"
+    assert result.exit_code == 0, result.output
+    assert "1 item text is longer than" in result.stderr and "was cut" in result.stderr
+    assert json.loads((out / "meta.json").read_text())["item_ids"] == ["huge", "small"]
+
+
+def test_a_link_inside_a_reused_partial_is_not_followed(data, tmp_path):
+    """--resume reuses a partial directory for its checkpoint only: a link planted inside it is removed, never
+    written through."""
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "emb"
+    partial_path(out).mkdir()
+    (partial_path(out) / "meta.json").symlink_to(victim)
+    result = invoke("collab", "-d", data, "-o", out, *TINY_SASREC, "--resume")
+    assert result.exit_code == 0, result.output
+    assert victim.read_bytes() == b"precious"
+    assert not (out / "meta.json").is_symlink() and (out / "meta.json").is_file()
+    assert not partial_path(out).exists() and not lock_path(out).exists()
+
+
+def two_epochs() -> list[str]:
+    args = list(TINY_SASREC)
+    args[args.index("--epochs") + 1] = "2"
+    return args
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_for_resume(data, tmp_path, monkeypatch):
+    """torch.save fails on a full disk with a RuntimeError that does not say why: mscg names the full disk,
+    removes the partial output but the last good checkpoint, and --resume then finishes the run."""
+    import mscg.artifacts.atomic as atomic
+
+    real_save, saves = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        saves.append(f)
+        if len(saves) == 2:  # the checkpoint of epoch 2
+            Path(f).write_bytes(b"\0" * 64)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: 0)  # as a full disk reports it
+    out = tmp_path / "emb"
+    result = invoke("collab", "-d", data, "-o", out, *two_epochs())
+    assert_refused(result, 1, f"no space left on device while writing {out}", "--resume")
+    assert not out.exists() and not lock_path(out).exists()
+    assert sorted(p.name for p in partial_path(out).iterdir()) == ["resume.pt"]
+    monkeypatch.undo()
+    result = invoke("collab", "-d", data, "-o", out, *two_epochs(), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resumed from step" in result.stderr
+    assert (out / "embeddings.safetensors").exists() and not partial_path(out).exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 256 KiB file system (tmpfs; Linux, as root), else the test is skipped."""
+    import os
+    import subprocess
+    import sys
+
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("a small file system needs Linux and root (tmpfs)")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True,
+                             check=False)
+    if mounted.returncode:
+        pytest.skip("tmpfs cannot be mounted here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+def fill(fs: Path, leave: int) -> Path:
+    """Fill the file system but `leave` bytes."""
+    import shutil
+
+    filler = fs / "filler"
+    filler.write_bytes(b"\0" * max(0, shutil.disk_usage(fs).free - leave))
+    return filler
+
+
+@pytest.mark.parametrize("stage", ["import-embeddings", "collab"])
+def test_a_real_full_disk(stage, pipe, data, small_fs):
+    """On a real full file system: one line naming the full disk, nothing left behind, and the same command
+    succeeds once there is space (collab with --resume)."""
+    out = small_fs / "out"
+    args = (["import-embeddings", "-d", pipe.data, "--vectors", pipe.work / "text.npy", "--ids",
+             pipe.work / "ids.txt", "--modality", "text", "-o", out] if stage == "import-embeddings"
+            else ["collab", "-d", data, "-o", out, *TINY_SASREC])
+    filler = fill(small_fs, 4096 if stage == "collab" else 1024)
+    result = invoke(*args)
+    assert_refused(result, 1, f"no space left on device while writing {out}")
+    assert not out.exists() and not lock_path(out).exists()
+    assert not partial_path(out).exists() or sorted(p.name for p in partial_path(out).iterdir()) == ["resume.pt"]
+    filler.unlink()
+    result = invoke(*args, *(["--resume"] if stage == "collab" else []))
+    assert result.exit_code == 0, result.output
+    assert out.is_dir() and not partial_path(out).exists()
+
+
+def test_a_stale_lock_file_is_taken_over(data, tmp_path):
+    """A lock file left by a killed run (kill -9) holds no lock: the next run takes it, and removes it."""
+    out = tmp_path / "emb"
+    lock_path(out).write_text("12345\n")
+    result = invoke("collab", "-d", data, "-o", out, *TINY_SASREC)
+    assert result.exit_code == 0, result.output
+    assert out.is_dir() and not lock_path(out).exists()
+
+
+def test_no_verify_uses_changed_inputs(pipe, tmp_path):
+    """--no-verify skips the digest check (the embeddings of a quantizer, the codes of a generator)."""
+    c = Ctx(None, tmp_path)
+    c.pipe = pipe
+    quantizer_on_edited_embeddings(c)
+    ok("assign-codes", "-d", pipe.data, "-q", tmp_path / "q", "-o", tmp_path / "codes", "--no-verify")
+    other = copy_artifact(pipe.codes, tmp_path / "other")
+    swapped_codes(other)
+    ok("evaluate", pipe.generator, "-d", pipe.data, "--codes", other, "--no-verify")
+    (tmp_path / "h.jsonl").write_text(H_JSONL)
+    ok("recommend", pipe.generator, "--codes", other, "-i", tmp_path / "h.jsonl", "-o", tmp_path / "r.jsonl",
+       "--no-verify")
+
+
+def test_compare_writes_nan_as_null(tmp_path):
+    """A NaN metric becomes null: the JSON compare writes is valid for every reader."""
+    (tmp_path / "m.json").write_text('{"users": 3, "ndcg@10": NaN, "recall@10": 0.5}')
+    out = tmp_path / "all.json"
+    result = invoke("compare", f"a={tmp_path / 'm.json'}", "-o", out)
+    assert result.exit_code == 0, result.output
+    strict = json.loads(out.read_text(), parse_constant=lambda token: pytest.fail(f"{token} in the JSON"))
+    assert strict == {"a": {"users": 3, "ndcg@10": None, "recall@10": 0.5}}

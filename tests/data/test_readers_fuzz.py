@@ -179,15 +179,26 @@ def test_load_interactions(scratch, catalogue, content):
 
 
 @FUZZ
-@given(content=jsonl(HISTORY_RECORDS), skip_unknown=st.booleans())
-def test_read_histories(scratch, content, skip_unknown):
+@given(content=jsonl(HISTORY_RECORDS), skip_unknown=st.booleans(), fallback=st.booleans(),
+       on_error=st.sampled_from(["fail", "skip"]))
+def test_read_histories(scratch, content, skip_unknown, fallback, on_error):
+    """Requests with string user ids and known items (empty histories only with the fallback); skipped lines
+    are named; `--on-error skip` never raises for a line (only for a missing file)."""
     index = {"i0": 0, "i1": 1, "i2": 2}
-    result = only_mscg_errors(read_histories, str(write(scratch / "h.jsonl", content)), index, skip_unknown)
+    path = write(scratch / "h.jsonl", content)
+
+    def read():
+        return read_histories(str(path), index, skip_unknown=skip_unknown, fallback=fallback, on_error=on_error)
+
+    result = only_mscg_errors(read)
+    if on_error == "skip" and content is not None:
+        assert result is not None
     if result is not None:
-        users, histories, _ = result
-        assert len(users) == len(histories)
-        assert all(isinstance(u, str) for u in users)
-        assert all(len(h) > 0 and set(h.tolist()) <= {0, 1, 2} for h in histories)
+        assert all(isinstance(r.user_id, str) for r in result.requests)
+        assert all((len(r.history) > 0 or fallback) and set(r.history.tolist()) <= {0, 1, 2}
+                   for r in result.requests)
+        lines = [r.line_no for r in result.requests] + [n for n, _ in result.failed]
+        assert len(lines) == len(set(lines)) and all(f"line {n}" in message for n, message in result.failed)
 
 
 # ---- RecBole converters: the records they return load back without error ---------------------------------

@@ -281,3 +281,36 @@ def test_a_window_model_recommends_from_the_whole_history():
     assert bool((items >= 0).all()) and bool((scores[:, :-1] >= scores[:, 1:]).all())
     states, mask = model.encode(history)
     assert torch.allclose(states, model.causal_states(history)) and bool(mask.all())
+
+
+@pytest.mark.parametrize("constraint", ["trie", "off"])
+def test_label_smoothing_spreads_its_share_over_the_permitted_tokens(constraint):
+    model, vocab, tokens, trie, collab = make_model(constraint)
+    history = tokens[torch.randint(0, 60, (6, 5), generator=torch.Generator().manual_seed(4))]
+    targets = torch.randint(0, 60, (6,), generator=torch.Generator().manual_seed(5))
+    allowed = trie.allowed_along(targets)
+    plain = model(history, collab[targets], allowed)
+    smoothed = Generator(GeneratorConfig.from_json({**model.config.to_json(), "label_smoothing": 0.2}))
+    smoothed.load_state_dict(model.state_dict())
+    smoothed.eval()
+    # brute force: the permitted tokens of each step, their log-probabilities, the uniform share of each
+    states, mask = model.encode(history)
+    target_tokens = model.level_token.gather(1, collab[targets].T).T
+    decoder_input = torch.cat([torch.full((6, 1), BOS), target_tokens[:, :-1]], dim=1)
+    hidden = model.decode(decoder_input, states, mask)
+    total = 0.0
+    for b in range(6):
+        for j in range(hidden.shape[1]):
+            size = model.level_sizes[j]
+            logits = model.level_logits(hidden[b, j][None], j)[0]
+            if constraint == "off":
+                full = (hidden[b, j] @ model.t5.lm_head.weight.T).float()
+                logp_target = logits[collab[targets][b, j]] - full.logsumexp(0)
+                uniform = -(full - full.logsumexp(0)).mean()
+            else:
+                ok = allowed[b, j, :size]
+                logp = logits.masked_fill(~ok, float("-inf")).log_softmax(0)
+                logp_target, uniform = logp[collab[targets][b, j]], -logp[ok].mean()
+            total += 0.8 * -float(logp_target) + 0.2 * float(uniform)
+    assert abs(float(smoothed(history, collab[targets], allowed)) - total / (6 * hidden.shape[1])) < 1e-4
+    assert float(smoothed(history, collab[targets], allowed)) != pytest.approx(float(plain))

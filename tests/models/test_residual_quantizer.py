@@ -36,3 +36,25 @@ def test_residual_quantizer_decode_inverts_encode_up_to_quantization():
     assert torch.equal(rq.encode(decoded)[:, 0], codes[:, 0])
 
 
+
+
+def test_balanced_assignment_evens_out_codeword_use():
+    from mscg.models.residual_quantizer import balanced_assignment
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 8, generator=g)
+    x[:600] *= 0.1  # a crowded region: nearest-codeword assignment piles it onto few codewords
+    codebook = torch.randn(16, 8, generator=g)
+    nearest = torch.bincount(ResidualQuantizer.nearest(x, codebook), minlength=16)
+    balanced = torch.bincount(balanced_assignment(x, codebook), minlength=16)
+    assert balanced.max() < nearest.max() / 2 and balanced.min() > nearest.min()
+    assert torch.equal(balanced_assignment(x, codebook), balanced_assignment(x, codebook))
+
+
+def test_balance_changes_the_last_level_only():
+    z, _ = clusters(dim=6)
+    rq = ResidualQuantizer(dim=6, codebook_sizes=[8, 8])
+    rq.init_kmeans(z, seed=0)
+    plain, balanced = rq.encode(z), rq.encode(z, balance_last=True)
+    assert torch.equal(plain[:, 0], balanced[:, 0])
+    assert torch.bincount(balanced[:, 1], minlength=8).max() <= torch.bincount(plain[:, 1], minlength=8).max()

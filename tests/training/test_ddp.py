@@ -150,7 +150,8 @@ def test_train_under_torchrun_matches_a_single_process_run(codes_dir, samples, b
     assert out.stdout.count("wrote ") == 1, out.stdout  # rank 0 alone reports (and writes)
     # identical artifact format
     names = sorted(p.name for p in (w / "gen_2").iterdir())
-    assert names == sorted(p.name for p in (w / "gen_1").iterdir()) == ["config.json", "meta.json", "model.safetensors"]
+    assert names == sorted(p.name for p in (w / "gen_1").iterdir()) == ["codes", "config.json", "meta.json",
+                                                                         "model.safetensors"]
     assert (w / "gen_2" / "config.json").read_text() == (w / "gen_1" / "config.json").read_text()
     assert not [p.name for p in w.iterdir() if p.name.startswith(".")]
     meta = json.loads((w / "gen_2" / "meta.json").read_text())

@@ -1,0 +1,154 @@
+"""The Python API: `mscg.load(MODEL)` returns a `Model` that recommends on item ids.
+
+    import mscg
+
+    model = mscg.load("work/mscgrec")             # a generator (train) or SASRec (collab --model-out) folder
+    model.recommend(["50", "172", "181"], k=5)    # [("98", -0.41), ...]: best first, the history left out
+    model.recommend_batch([["50"], ["172", "181"]], k=5)
+
+A `Model` keeps the loaded recommender (`mscg.recommenders`, which works on dense item indices) and maps
+item ids in and out; `mscg recommend` ranks through the same methods. Ids given as integers are read as
+their decimal strings (`50` is item "50"). An id the model does not know raises `UnknownItemError` (or is
+dropped with `skip_unknown=True`); a history left with no known item raises a `DataError`, or gets the
+items most often in training with `fallback="popular"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mscg.errors import DataError, UnknownItemError, UsageError
+
+FALLBACKS = ("none", "popular")
+DEFAULT_BATCH_SIZE = 256
+
+
+def item_key(value) -> str | None:
+    """An id as mscg stores it: a string as is, an integer as its decimal string; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    return None
+
+
+def load(path: str | Path, device: str = "cpu", *, beam_size: int | None = None, codes: str | Path | None = None,
+         verify: bool = True) -> Model:
+    """The model in directory `path` (from `mscg train` or `mscg collab --model-out`), on `device` (cpu, cuda,
+    cuda:N or auto). A generator uses the codes inside its directory unless `codes` names others; `verify`
+    refuses codes whose SHA-256 differs from the one its meta.json records."""
+    from mscg.recommenders import load_recommender
+    from mscg.training.distributed import resolve_device
+
+    recommender = load_recommender(Path(path), resolve_device(device), beam_size=beam_size,
+                                   codes_path=Path(codes) if codes is not None else None, verify=verify)
+    return Model(recommender, Path(path))
+
+
+class Model:
+    """A loaded recommender over item ids. `kind`: "mscg-generator" or "sasrec"; `item_ids`: the catalogue."""
+
+    def __init__(self, recommender, path: Path):
+        self.recommender = recommender
+        self.path = Path(path)
+        self.kind: str = recommender.kind
+        self.item_ids: list[str] = list(recommender.item_ids)
+        self.index: dict[str, int] = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self._counts: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"<mscg.Model {self.kind} {str(self.path)!r}: {len(self.item_ids):,} items>"
+
+    def __contains__(self, item_id) -> bool:
+        return item_key(item_id) in self.index
+
+    # ---- on item ids ------------------------------------------------------------------------------------
+
+    def recommend(self, history_item_ids: Iterable[str], k: int = 10, *, exclude_history: bool = True,
+                  skip_unknown: bool = False, fallback: str = "none") -> list[tuple[str, float]]:
+        """The k best next items for one history (oldest first) as (item_id, score), best first. Scores are
+        log-probabilities (generator) or inner products (SASRec); fewer than k items when fewer remain."""
+        return self.recommend_batch([history_item_ids], k, exclude_history=exclude_history,
+                                    skip_unknown=skip_unknown, fallback=fallback)[0]
+
+    def recommend_batch(self, histories: Sequence[Iterable[str]], k: int = 10, *, exclude_history: bool = True,
+                        skip_unknown: bool = False, fallback: str = "none",
+                        batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[tuple[str, float]]]:
+        """`recommend` for several histories at once (ranked `batch_size` at a time): one list per history.
+        `fallback="popular"`: a history with no known item gets the items most often in training, scored by
+        that count."""
+        check_request(k, fallback, batch_size)
+        if isinstance(histories, (str, bytes)):
+            raise UsageError("histories must be a list of histories (each a list of item ids), not a string")
+        dense = [self.indices(h, skip_unknown=skip_unknown, position=n) for n, h in enumerate(histories)]
+        empty = [n for n, d in enumerate(dense) if len(d) == 0]
+        if empty and fallback != "popular":
+            raise DataError(f"history {empty[0]} has no item the model knows; give at least one, or pass "
+                            "fallback=\"popular\"")
+        popular = self.popular_indices(k, 'fallback="popular"') if empty else []
+        ranked = iter(self.rank_indices([d for d in dense if len(d)], k, exclude_history=exclude_history,
+                                        batch_size=batch_size))
+        return [[(self.item_ids[i], s) for i, s in (popular if len(d) == 0 else next(ranked))] for d in dense]
+
+    def popular(self, k: int = 10) -> list[tuple[str, float]]:
+        """The k items most often in the model's training data, with their counts, ties in catalogue order."""
+        check_request(k, "none", 1)
+        return [(self.item_ids[i], s) for i, s in self.popular_indices(k, "popular()")]
+
+    def indices(self, history: Iterable[str], *, skip_unknown: bool = False, position: int | None = None
+                ) -> np.ndarray:
+        """A history of item ids as dense item indices; unknown ids raise `UnknownItemError` (or are dropped)."""
+        where = f"history {position}: " if position is not None else ""
+        if isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
+            raise UsageError(f"{where}a history must be a list of item ids, found {type(history).__name__}")
+        found = []
+        for value in history:
+            key = item_key(value)
+            if key is None:
+                raise DataError(f"{where}{value!r} is not an item id (a string, or an integer)")
+            row = self.index.get(key)
+            if row is None:
+                if skip_unknown:
+                    continue
+                raise UnknownItemError(key, f"{where}item {key!r} is not in the catalogue of {self.path}; drop it "
+                                            "or pass skip_unknown=True")
+            found.append(row)
+        return np.asarray(found, dtype=np.int64)
+
+    # ---- on dense indices (what `mscg recommend` uses) ---------------------------------------------------
+
+    def rank_indices(self, histories: Sequence[np.ndarray], k: int, *, exclude_history: bool = True,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[tuple[int, float]]]:
+        """(item index, score) lists, best first, for non-empty histories of dense indices."""
+        out: list[list[tuple[int, float]]] = []
+        for start in range(0, len(histories), batch_size):
+            items, scores = self.recommender.top_k(histories[start:start + batch_size], k,
+                                                   exclude_history=exclude_history)
+            for row in range(len(items)):
+                keep = items[row] >= 0
+                out.append(list(zip(items[row][keep].tolist(), scores[row][keep].tolist())))
+        return out
+
+    def popular_indices(self, k: int, asked_by: str) -> list[tuple[int, float]]:
+        """(item index, training count) of the k most popular items; `asked_by` names the option in the
+        message for a model whose meta.json records no popularity."""
+        from mscg.popularity import most_popular, no_counts_error, recorded_train_counts
+
+        if self._counts is None:
+            self._counts = recorded_train_counts(self.recommender.meta, len(self.item_ids), self.path)
+            if self._counts is None:
+                raise no_counts_error(asked_by, self.path)
+
+        return [(int(i), float(self._counts[i])) for i in most_popular(self._counts, k)]
+
+
+def check_request(k: int, fallback: str, batch_size: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UsageError(f"k must be an integer of at least 1, not {k!r}")
+    if fallback not in FALLBACKS:
+        raise UsageError(f"fallback {fallback!r} must be one of: {', '.join(FALLBACKS)}")
+    if batch_size < 1:
+        raise UsageError("batch_size must be at least 1")
