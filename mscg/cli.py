@@ -33,10 +33,41 @@ def _one_line(e: Exception):
     raise typer.Exit(e.exit_code)
 
 
+def _no_metavar(ctx) -> None:
+    return None
+
+
+def _plain_flags(command) -> None:
+    """Boolean flags take no value: their help shows no `<bool>` metavar (so nobody writes `--force true`)."""
+    if getattr(command, "_mscg_plain_flags", False):
+        return
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.display_type_rich = _no_metavar
+    help_option = command.get_help_option
+
+    def get_help_option(ctx):
+        option = help_option(ctx)
+        if option is not None:
+            option.display_type_rich = _no_metavar
+        return option
+
+    command.get_help_option = get_help_option
+    command._mscg_plain_flags = True
+
+
 class OneLineErrors(TyperGroup):
-    """The mscg group: click's usage errors print one line instead of typer's boxed panel."""
+    """The mscg group: click's usage errors print one line instead of typer's boxed panel; flags show no
+    metavar."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _plain_flags(command)
+        return command
 
     def make_context(self, info_name, args, parent=None, **extra):
+        _plain_flags(self)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except NoArgsIsHelpError:  # `mscg` alone prints the help
@@ -59,7 +90,7 @@ app = typer.Typer(
     help="Multimodal generative recommendation (MSCGRec) as composable stages. "
          "Every stage reads and writes files; run `mscg STAGE --help` for its inputs, outputs and examples.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

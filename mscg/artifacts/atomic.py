@@ -8,6 +8,8 @@ Also, for every output:
 - a lock: the writing process holds an exclusive lock (flock) on a `.NAME.lock` sibling from its first
   check of the output until the output is in place, so a second mscg process writing the same output
   stops at once;
+- no special files: an existing FIFO, device or socket is never replaced, even with `force` (nor a
+  directory by a one-file output);
 - no symbolic links: the output and its `.NAME.partial`, `.NAME.old` and `.NAME.lock` siblings are
   never followed (a link there is refused), and a reused partial directory keeps only its checkpoint;
 - a full disk is reported as such ("no space left on device while writing OUTPUT", whatever library
@@ -23,6 +25,7 @@ import fcntl
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -60,6 +63,7 @@ def check_output(path: Path, *, force: bool, inputs: Iterable[Path] = ()) -> Non
         if link.is_symlink():
             raise UsageError(f"the {what} {link} is a symbolic link, and mscg never writes through one; remove the "
                              "link or choose another output path")
+    _refuse_special(path)
     if not path.parent.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,26 @@ def check_output(path: Path, *, force: bool, inputs: Iterable[Path] = ()) -> Non
     if path.exists() and not force:
         release_output(path)
         raise UsageError(f"{path} already exists; pass --force to replace it or choose another output path")
+
+
+def _refuse_special(path: Path, *, directory: bool = True) -> None:
+    """An existing output that is not a regular file (nor, where `directory`, a directory) is never replaced:
+    a FIFO, a device or a socket (`-o /dev/null --force` must not remove /dev/null)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or (directory and stat.S_ISDIR(mode)):
+        return  # a link: check_output refuses it
+    what = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+    raise UsageError(f"the output {path} is {what}, and mscg never replaces one, even with --force; remove it "
+                     "or choose another output path")
+
+
+def check_file_output(path: Path, *, force: bool, inputs: Iterable[Path] = ()) -> None:
+    """check_output for a one-file output, which never replaces a directory either."""
+    _refuse_special(Path(path), directory=False)
+    check_output(path, force=force, inputs=inputs)
 
 
 # ---- the output lock ------------------------------------------------------------------------------
@@ -306,7 +330,7 @@ def _remove(path: Path, *, missing_ok: bool = False) -> None:
 def write_text_atomic(path: Path, text: str, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
     """Write one file atomically (temporary sibling + rename), never through a link."""
     path = Path(path)
-    check_output(path, force=force, inputs=inputs)
+    check_file_output(path, force=force, inputs=inputs)
     tmp = partial_path(path)
     try:
         _remove(tmp, missing_ok=True)  # a stale one (check_output refused a link there)

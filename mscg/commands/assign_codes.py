@@ -164,7 +164,8 @@ def assign_codes_cli(
                                                                             "modality.", show_default=False)],
     embeddings: Annotated[list[str], typer.Option(help="MODALITY=PATH: embeddings to quantize instead of those the "
                                                        "quantizer was trained on (repeatable).")] = [],
-    skip_bad_images: Annotated[bool, typer.Option(help="rq-dino: treat unreadable image files as 'no image'.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="rq-dino: treat unreadable image "
+                                                  "files as 'no image'.")] = False,
     no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from mscg.artifacts.atomic import write_text_atomic
 from mscg.artifacts.meta import dumps_json, json_depth, read_json
 from mscg.commands._common import ForceOpt, user_errors
-from mscg.commands.evaluate import metrics_table
+from mscg.commands.evaluate import (
+    FormatOpt, check_format, human_console, is_stdout, metrics_table, table_text, write_result,
+)
 from mscg.console import info
 from mscg.errors import DataError, UsageError
 
@@ -37,7 +37,10 @@ def check_metrics(path: str, metrics: Any) -> dict[str, Any]:
     return metrics
 
 
-def compare(entries: list[str], output: Path | None, *, force: bool = False) -> dict[str, dict[str, Any]]:
+def compare(entries: list[str], output: Path | None, *, force: bool = False,
+            fmt: str = "json") -> dict[str, dict[str, Any]]:
+    """`output` "-" writes to stdout; `fmt`: json ({NAME: metrics}), csv or md (the table)."""
+    check_format(fmt, output)
     rows: dict[str, dict[str, Any]] = {}
     for entry in entries:
         name, sep, path = entry.partition("=")
@@ -45,7 +48,8 @@ def compare(entries: list[str], output: Path | None, *, force: bool = False) -> 
             raise UsageError(f"{entry!r} must look like NAME=PATH, e.g. sasrec=work/eval_sasrec.json")
         rows[name] = check_metrics(path, read_json(Path(path), "run `mscg evaluate ... -o` to make it"))
     if output is not None:  # strict JSON: a NaN metric is written as null
-        write_text_atomic(output, dumps_json(rows), force=force, inputs=[Path(e.partition("=")[2]) for e in entries])
+        text = dumps_json(rows) if fmt == "json" else table_text(rows, fmt)
+        write_result(output, text, force=force, inputs=[Path(e.partition("=")[2]) for e in entries])
     return rows
 
 
@@ -53,7 +57,9 @@ def compare(entries: list[str], output: Path | None, *, force: bool = False) -> 
 def compare_cli(
     entries: Annotated[list[str], typer.Argument(help="NAME=metrics.json pairs, from `mscg evaluate -o`.",
                                                  show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write {NAME: metrics} here.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write {NAME: metrics} here (see --format); "
+                                                      "- writes stdout, and the table goes to stderr.")] = None,
+    fmt: FormatOpt = "json",
     force: ForceOpt = False,
 ) -> None:
     """Put several evaluations side by side (one table) and optionally into one JSON file.
@@ -61,9 +67,11 @@ def compare_cli(
     [bold]Example[/bold]
 
       mscg compare sasrec=work/eval_sasrec.json mscgrec=work/eval_mscgrec.json -o work/metrics.json
+
+      mscg compare sasrec=work/eval_sasrec.json mscgrec=work/eval_mscgrec.json -o - --format md
     """
-    rows = compare(entries, output, force=force)
+    rows = compare(entries, output, force=force, fmt=fmt)
     splits = {m.get("split", "test") for m in rows.values()}
-    Console().print(metrics_table(rows, f"{'/'.join(sorted(splits))} split"))
-    if output is not None:
+    human_console(output).print(metrics_table(rows, f"{'/'.join(sorted(splits))} split"))
+    if output is not None and not is_stdout(output):
         info(f"wrote {output}")

@@ -87,8 +87,8 @@ def embed_cli(
                                                     "wheel-shipped all-MiniLM-L6-v2 for text, EfficientNet-Lite0 "
                                                     "for images).")] = None,
     batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 64,
-    skip_bad_images: Annotated[bool, typer.Option(help="Treat missing or unreadable image files as "
-                                                       "'no image' instead of stopping.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Treat missing or unreadable image "
+                                                  "files as 'no image' instead of stopping.")] = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     force: ForceOpt = False,

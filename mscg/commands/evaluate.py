@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mscg.artifacts.atomic import check_output, write_text_atomic
+from mscg.artifacts.atomic import check_file_output, write_text_atomic
 from mscg.artifacts.meta import dumps_json, meta_inputs, provenance
 from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, parse_ks, report_split, user_errors
 from mscg.console import info, progress_bar
@@ -28,7 +31,10 @@ class EvalResult:
 def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: str = "test",
              beam_size: int | None = None, ks: tuple[int, ...] = (5, 10), batch_size: int = 256,
              device: str = "auto", output: Path | None = None, force: bool = False,
-             by_popularity: bool = False, exclude_history: bool = False, verify: bool = True) -> EvalResult:
+             by_popularity: bool = False, exclude_history: bool = False, verify: bool = True,
+             fmt: str = "json") -> EvalResult:
+    """`output` "-" writes the result to stdout; `fmt` is what is written: json (the metrics), csv or md (the
+    metrics table)."""
     import torch
 
     from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
@@ -40,10 +46,11 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         raise UsageError(f"--split {split!r} must be test or valid")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    check_format(fmt, output)
     # never write into an input, nor into what the model was made from (a generator's codes)
     inputs = [Path(data), Path(model_path), *meta_inputs(model_path)] + ([Path(codes)] if codes is not None else [])
-    if output is not None:
-        check_output(output, force=force, inputs=inputs)  # fail before the slow part
+    if output is not None and not is_stdout(output):
+        check_file_output(output, force=force, inputs=inputs)  # fail before the slow part
     dev = resolve_device(device)
     recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes, verify=verify)
     if recommender.kind == "mscg-generator" and beam_size is not None and max(ks) > beam_size:
@@ -89,13 +96,64 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         if codes is not None:
             record["codes"] = codes
         metrics["provenance"] = provenance(record, None)
-        write_text_atomic(output, dumps_json(metrics), force=force, inputs=inputs)
+        text = dumps_json(metrics) if fmt == "json" else table_text({Path(model_path).name: metrics}, fmt)
+        write_result(output, text, force=force, inputs=inputs)
     return EvalResult(metrics)
 
 
-def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
+FORMATS = ("json", "csv", "md")
+
+
+def is_stdout(output: Path | str | None) -> bool:
+    return output is not None and str(output) == "-"
+
+
+def check_format(fmt: str, output: Path | str | None) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} must be one of: {', '.join(FORMATS)}")
+    if fmt != "json" and output is None:
+        raise UsageError(f"--format {fmt} is the format of the -o output; add -o FILE, or -o - for stdout")
+
+
+def write_result(output: Path | str, text: str, *, force: bool, inputs) -> None:
+    """The result into `output` atomically, or onto stdout for "-" (then nothing else goes to stdout)."""
+    if is_stdout(output):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_text_atomic(Path(output), text, force=force, inputs=inputs)
+
+
+def _table_keys(rows: dict[str, dict[str, Any]]) -> list[str]:
     keys = [k for k in next(iter(rows.values())) if k.startswith(("recall@", "ndcg@"))]
     keys.sort(key=lambda k: (k.split("@")[0] != "recall", int(k.split("@")[1])))
+    return keys
+
+
+def table_text(rows: dict[str, dict[str, Any]], fmt: str) -> str:
+    """The metrics table as data: csv (full precision, the JSON keys as header; empty for a missing metric)
+    or md (a Markdown table as printed)."""
+    keys = _table_keys(rows)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        columns = [*keys, "users", "eval_seconds", "bytes_per_item"]
+        writer.writerow(["model", *columns])
+        for name, m in rows.items():
+            writer.writerow([name, *("" if _number(m.get(c), "g") == "-" else m[c] for c in columns)])
+        return out.getvalue()
+    header = ["model", *(k.replace("recall", "R").replace("ndcg", "N") for k in keys), "users", "eval s",
+              "bytes/item"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for name, m in rows.items():
+        cells = [name.replace("|", "\\|"), *(_number(m.get(k), ".4f") for k in keys), f"{m.get('users', 0):,}",
+                 _number(m.get("eval_seconds", 0), ".1f"), _number(m.get("bytes_per_item"), "g")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
+    keys = _table_keys(rows)
     table = Table(title=title)
     table.add_column("model")
     for k in keys:
@@ -146,12 +204,18 @@ def memory_line(metrics: dict[str, Any]) -> str:
             "64-d float32 embedding table such as SASRec's")
 
 
+FormatOpt = Annotated[str, typer.Option("--format", help="What -o writes: json (the metrics), csv or md (the "
+                                        "metrics table).")]
+
+
 @user_errors
 def evaluate_cli(
     model: Annotated[Path, typer.Argument(help="Model directory (from train, or collab --model-out).",
                                           show_default=False)],
     data: DataOpt,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics here as JSON.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the metrics here (see --format); - "
+                                                      "writes stdout, and the table goes to stderr.")] = None,
+    fmt: FormatOpt = "json",
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own copy, in its "
                                                     "folder; another must have the same SHA-256).")
                      ] = None,
@@ -180,14 +244,22 @@ def evaluate_cli(
       mscg evaluate work/generator -d data/ml-100k -o work/eval_mscgrec.json
 
       mscg evaluate work/sasrec -d data/ml-100k --split valid --by-popularity
+
+      mscg evaluate work/sasrec -d data/ml-100k -o - --format csv > eval.csv
     """
     r = evaluate(model, data, codes=codes, split=split, beam_size=beam_size, ks=parse_ks(ks), batch_size=batch_size,
                  device=device, output=output, force=force, by_popularity=by_popularity,
-                 exclude_history=exclude_history, verify=not no_verify)
+                 exclude_history=exclude_history, verify=not no_verify, fmt=fmt)
     title = f"{split} split" + (", history items excluded" if exclude_history else "")
-    Console().print(metrics_table({model.name: r.metrics}, title))
+    console = human_console(output)
+    console.print(metrics_table({model.name: r.metrics}, title))
     if by_popularity:
-        Console().print(popularity_table(r.metrics))
+        console.print(popularity_table(r.metrics))
     info(memory_line(r.metrics))
-    if output is not None:
+    if output is not None and not is_stdout(output):
         info(f"wrote {output}")
+
+
+def human_console(output: Path | str | None) -> Console:
+    """Where the table for people goes: stdout, or stderr when the result itself goes to stdout."""
+    return Console(stderr=True) if is_stdout(output) else Console()

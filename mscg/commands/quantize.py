@@ -48,7 +48,7 @@ def parse_codebook_size(text: str, n_levels: int, n_items: int) -> list[int]:
     return sizes
 
 
-def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddings: Path | None = None,
+def quantize(output: Path, *, modality: str | None = None, method: str = "rq-kmeans", embeddings: Path | None = None,
              data: Path | None = None, n_levels: int = 3, codebook_size: str = "auto", normalize: bool = True,
              seed: int = 0, device: str = "auto", force: bool = False, resume: bool = False,
              options: dict[str, Any] | None = None) -> QuantizeResult:
@@ -59,6 +59,10 @@ def quantize(output: Path, *, modality: str, method: str = "rq-kmeans", embeddin
 
     dist.init_from_env()
     options = dict(options or {})
+    if modality is None and QUANTIZERS.get(method) is not None and QUANTIZERS[method].reads == "images":
+        modality = "image"  # the method implies it
+    if modality is None:
+        raise UsageError(f"--method {method} needs --modality (one of: {', '.join(MODALITIES)})")
     if modality not in MODALITIES:
         raise UsageError(f"--modality {modality!r} must be one of: {', '.join(MODALITIES)}")
     if method not in QUANTIZERS:
@@ -231,7 +235,8 @@ def describe_stats(stats: dict[str, Any]) -> str:
 @user_errors
 def quantize_cli(
     output: OutputOpt,
-    modality: Annotated[str, typer.Option(help="text, image or collab.", show_default=False)],
+    modality: Annotated[str | None, typer.Option(help="text, image or collab (default: image for rq-dino; "
+                                                       "required otherwise).", show_default=False)] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Embeddings directory to quantize "
                                                          "(rq-kmeans, rq-vae).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of items.jsonl (rq-dino trains on its "
@@ -242,13 +247,19 @@ def quantize_cli(
     codebook_size: Annotated[str, typer.Option(help="Codewords per level: auto (the smallest power of two >= "
                                                     "sqrt(items), at most 256), N, or N1,N2,N3.")] = "auto",
     normalize: Annotated[bool, typer.Option(help="L2-normalise vectors before quantizing.")] = True,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (rq-vae, rq-dino).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (rq-vae, rq-dino).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (rq-vae, rq-dino).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (rq-vae, rq-dino; default: chosen from the "
+                                                    "catalogue size (rq-vae: at least 20 passes and 3,000 steps), "
+                                                    "from the image count (rq-dino: ~5 for 1,252 images)).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (rq-vae, rq-dino; default: chosen from the "
+                                                        "catalogue size, 256 to 1024 (rq-vae), 32 (rq-dino)).")
+                          ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (rq-vae, rq-dino; default: 1e-3 (rq-vae), 5e-4 "
+                                                  "(rq-dino)).")] = None,
     backbone: Annotated[str | None, typer.Option(help="rq-dino backbone: efficientnet-lite0 (pretrained) or "
                                                       "vit-small (from scratch).")] = None,
     image_size: Annotated[int | None, typer.Option(help="rq-dino global crop size in pixels.")] = None,
-    skip_bad_images: Annotated[bool, typer.Option(help="rq-dino: treat unreadable image files as 'no image'.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="rq-dino: treat unreadable image "
+                                                  "files as 'no image'.")] = False,
     refit_codebooks: Annotated[bool, typer.Option(help="rq-dino: refit the codebooks by residual k-means on the "
                                                        "final teacher latents before coding.")] = True,
     balanced_last_level: Annotated[bool, typer.Option(
@@ -269,7 +280,7 @@ def quantize_cli(
 
       mscg quantize --modality text --embeddings work/emb_text -o work/q_text
 
-      mscg quantize --modality image --method rq-dino -d data/ml-100k -o work/q_image
+      mscg quantize --method rq-dino -d data/ml-100k -o work/q_image
     """
     options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone": backbone,
                                  "image_size": image_size, "skip_bad_images": skip_bad_images,

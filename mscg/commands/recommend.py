@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from mscg.api import FALLBACKS, item_key, load
-from mscg.artifacts.atomic import check_output, write_text_atomic
+from mscg.artifacts.atomic import check_file_output, write_text_atomic
 from mscg.artifacts.meta import meta_inputs, read_meta
 from mscg.commands._common import DeviceOpt, ForceOpt, NoVerifyOpt, user_errors
 from mscg.console import info, warn
@@ -113,7 +113,7 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
     inputs = [Path(model_path), *meta_inputs(model_path)] + ([Path(codes)] if codes is not None else [])
     inputs += [] if histories_path == "-" else [Path(histories_path)]
     if output != "-":
-        check_output(Path(output), force=force, inputs=inputs)
+        check_file_output(Path(output), force=force, inputs=inputs)
     model = load(model_path, device, beam_size=beam_size, codes=codes, verify=verify)
     if model.kind == "mscg-generator" and beam_size is not None and k > beam_size:
         raise UsageError(f"-k {k} is larger than --beam-size {beam_size}; raise --beam-size to at least {k}")
@@ -150,7 +150,7 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
 def recommend_cli(
     model: Annotated[Path, typer.Argument(help="Model directory (from train, or collab --model-out).",
                                           show_default=False)],
-    histories: Annotated[str, typer.Option("--input", "-i", help="JSONL of {\"user_id\", \"history\": [item_id, "
+    histories: Annotated[str, typer.Option("--input", "-i", help="JSONL of {\"user_id\", \"history\": \\[item_id, "
                                                                   "...]}, oldest first; - reads stdin.")] = "-",
     output: Annotated[str, typer.Option("--output", "-o", help="JSONL of {\"user_id\", \"items\", \"scores\"}; - "
                                                                "writes stdout.")] = "-",
@@ -160,9 +160,10 @@ def recommend_cli(
     beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained, "
                                                        "at least K).")] = None,
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
-    skip_unknown: Annotated[bool, typer.Option(help="Ignore history items the model does not know.")] = False,
-    exclude_history: Annotated[bool, typer.Option(help="Leave out items already in the user's history (a "
-                                                        "generator widens its beam to still return K).")] = False,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Ignore history items the model does not "
+                                               "know.")] = False,
+    exclude_history: Annotated[bool, typer.Option("--exclude-history", help="Leave out items already in the user's "
+                                                  "history (a generator widens its beam to still return K).")] = False,
     on_error: Annotated[str, typer.Option(help="A bad input line: fail (stop, write nothing) or skip (answer the "
                                                "other lines; stderr counts and names the skipped ones).")] = "fail",
     fallback: Annotated[str, typer.Option(help="A user with no known history item: none (an error), or popular "

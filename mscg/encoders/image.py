@@ -76,11 +76,15 @@ def read_image(path: Path, item_id: str) -> Image.Image:
         raise DataError(f"item {item_id!r}: image file {path} cannot be read as an image ({reason}); {hint}") from None
 
 
+SKIPPED_NAMED = 5  # skipped images named on stderr; the rest are counted
+
+
 class CatalogueImages:
     """The catalogue's images in catalogue order, read in batches.
 
     Items without an `image` field are left out; an unreadable file raises DataError or, with
-    `skip_bad_images`, is left out too and counted in `skipped`. Without `skip_bad_images` every referenced
+    `skip_bad_images`, is left out too, counted in `skipped` and named on stderr once the images are read
+    (item, file and why, the first SKIPPED_NAMED of them, then a count). Without `skip_bad_images` every referenced
     file is checked (exists, not empty) before any image is read, so a missing last image stops the run
     before the work on all others.
     """
@@ -90,6 +94,7 @@ class CatalogueImages:
         self.skip_bad_images = skip_bad_images
         self.referenced = [i for i, p in enumerate(catalogue.images) if p is not None]
         self.skipped = 0
+        self.skipped_reasons: list[str] = []  # "item 'i3': image file F does not exist", the first SKIPPED_NAMED
         if not self.referenced:
             raise DataError(f"{catalogue.path}: no item has an \"image\" field, so there are no images to use; "
                             "add image paths (e.g. `mscg prepare ... --images DIR`)")
@@ -103,6 +108,7 @@ class CatalogueImages:
         from mscg.console import progress_bar
 
         self.skipped = 0
+        self.skipped_reasons = []
         with progress_bar() as bar:
             task = bar.add_task(description or "read images", total=len(self.referenced), status="")
             rows: list[int] = []
@@ -110,10 +116,12 @@ class CatalogueImages:
             for row in self.referenced:
                 try:
                     img = read_image(self.catalogue.images[row], self.catalogue.item_ids[row])
-                except DataError:
+                except DataError as e:
                     if not self.skip_bad_images:
                         raise
                     self.skipped += 1
+                    if len(self.skipped_reasons) < SKIPPED_NAMED:
+                        self.skipped_reasons.append(str(e).split("; ")[0])
                     bar.advance(task)
                     continue
                 rows.append(row)
@@ -125,6 +133,17 @@ class CatalogueImages:
             if rows:
                 yield rows, out
                 bar.advance(task, len(rows))
+        self.report_skipped()
+
+    def report_skipped(self) -> None:
+        """Name the skipped images on stderr: the first SKIPPED_NAMED (item, file, why), then how many more."""
+        from mscg.console import warn
+
+        if not self.skipped:
+            return
+        more = self.skipped - len(self.skipped_reasons)
+        warn(f"--skip-bad-images skipped {self.skipped:,} unreadable image{'s' if self.skipped > 1 else ''}: "
+             + "; ".join(self.skipped_reasons) + (f"; and {more:,} more" if more else ""))
 
     def none_readable(self, what: str) -> DataError:
         return DataError(f"{self.catalogue.path}: none of the {len(self.referenced):,} referenced images could be "

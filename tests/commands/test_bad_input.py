@@ -11,6 +11,7 @@ Exit codes: 1 for data errors, 2 for usage errors.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from dataclasses import dataclass
@@ -423,6 +424,7 @@ def four_users_of(n: int):
 
 
 H_JSONL = '{"user_id": "x", "history": ["i0", "i4"]}\n'
+M_JSON = '{"users": 3, "recall@10": 0.5, "ndcg@10": 0.25}'
 ASSIGN_Q_TEXT = "assign-codes -d {pipe.data} -q {tmp}/q_text -o {out}"  # a copy of the text quantizer
 SCHEMA_99_COMMANDS = {"generator": evaluate("{tmp}/generator"), "codes": train("{tmp}/codes"),
                       "q_text": "assign-codes -d {pipe.data} -q {tmp}/q_text -o {out}",
@@ -576,6 +578,12 @@ CASES = [
         ("--method rq-foo", "--method 'rq-foo' must be one of"),
         ("--method rq-vae --epochs 0", "--epochs must be at least 1"),
     ]),
+    Case("rq-dino implies --modality image", None, "quantize --method rq-dino -o {out}", 2,
+         ["--method rq-dino trains on the item images: pass --data"]),
+    Case("rq-dino refuses another --modality", None, "quantize --method rq-dino --modality text -d {data} -o {out}",
+         2, ["--method rq-dino learns image codes from pixels; use it with --modality image"]),
+    Case("rq-kmeans needs --modality", None, "quantize --embeddings {pipe.emb_text} -o {out}", 2,
+         ["--method rq-kmeans needs --modality"]),
     *flag_cases("collab", COLLAB, "{tmp}/out", [
         ("--d-model 15", "--d-model 15 must be divisible by --n-heads 2"),
         ("--n-heads 0", "must be at least 1"),
@@ -763,6 +771,25 @@ CASES = [
          "compare a={tmp}/m.json -o {out}", 1, ["m.json nests more than 32 levels deep"], out="{tmp}/all.json"),
     Case("compare metric not a number", write("{tmp}/m.json", '{"users": 1, "ndcg@10": "high"}'),
          "compare a={tmp}/m.json -o {out}", 1, ['m.json: "ndcg@10" must be a number'], out="{tmp}/all.json"),
+    Case("compare --format without -o", write("{tmp}/m.json", M_JSON), "compare a={tmp}/m.json --format csv", 2,
+         ["--format csv is the format of the -o output", "-o -"], out=None),
+    Case("compare unknown --format", write("{tmp}/m.json", M_JSON), "compare a={tmp}/m.json -o {out} --format xml",
+         2, ["--format 'xml' must be one of: json, csv, md"], out="{tmp}/all.json"),
+    Case("evaluate unknown --format", None, evaluate("{pipe.sasrec}") + " --format yaml", 2,
+         ["--format 'yaml' must be one of"], out="{tmp}/m.json"),
+    Case("force never writes through an output link",
+         steps(planted_link("{tmp}/all.json", "{tmp}/victim.txt"), write("{tmp}/m.json", M_JSON)),
+         "compare a={tmp}/m.json -o {tmp}/all.json --force", 2, ["output {tmp}/all.json is a symbolic link"],
+         out=None, unchanged="{tmp}/victim.txt"),
+    Case("force never replaces a FIFO", steps(lambda c: os.mkfifo(c.tmp / "all.json"), write("{tmp}/m.json", M_JSON)),
+         "compare a={tmp}/m.json -o {tmp}/all.json --force", 2,
+         ["{tmp}/all.json is not a regular file (a FIFO, device or socket)", "even with --force"], out=None),
+    Case("force never replaces a directory by a file", steps(lambda c: (c.tmp / "all.json").mkdir(),
+                                                             write("{tmp}/m.json", M_JSON)),
+         "compare a={tmp}/m.json -o {tmp}/all.json --force", 2, ["{tmp}/all.json is a directory"], out=None),
+    Case("evaluate --force never replaces a directory", lambda c: (c.tmp / "m.json").mkdir(),
+         "evaluate {pipe.sasrec} -d {pipe.data} -o {tmp}/m.json --force", 2, ["{tmp}/m.json is a directory"],
+         out=None),
     Case("embeddings for a modality without its quantizer", None,
          "assign-codes -d {pipe.data} -q {pipe.q_text} --embeddings image={pipe.emb_text} -o {out}", 2,
          ["--embeddings image=", "no --quantizer quantizes image"]),
@@ -802,6 +829,24 @@ def test_bad_image_skipped_on_request(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["item_ids"] == ["i1"]
     assert "1 unreadable images skipped" in result.stderr
+    named = " ".join(result.stderr.split())
+    assert "--skip-bad-images skipped 1 unreadable image: item 'i0': image file" in named and "bad.jpg" in named
+
+
+def test_skipped_images_are_named_then_counted(tmp_path):
+    """--skip-bad-images names the first five skipped items and files on stderr, then counts the rest."""
+    pytest.importorskip("mscg.encoders.image", reason="mscg.encoders.image does not import yet")
+    data = image_data(tmp_path, "corrupt")
+    missing = [{"item_id": f"gone{k}", "image": f"img/gone{k}.jpg"} for k in range(6)]
+    with (data / "items.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in missing)
+    result = invoke("embed", "--modality", "image", "-d", data, "-o", tmp_path / "out", "--device", "cpu",
+                    "--skip-bad-images")
+    assert result.exit_code == 0, result.output
+    named = " ".join(result.stderr.split())
+    assert "skipped 7 unreadable images: item 'i0': image file" in named
+    assert all(f"item 'gone{k}': image file {data / 'img'}/gone{k}.jpg does not exist" in named for k in range(4))
+    assert "gone4" not in named and "; and 2 more" in named
 
 
 def test_short_users_are_reported_and_dropped(pipe, tmp_path):

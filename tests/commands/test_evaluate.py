@@ -1,0 +1,38 @@
+"""`mscg evaluate`: its result onto stdout for pipes (`-o -`, the tables then on stderr), and --format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.helpers import Pipeline, build_tiny_pipeline, invoke, one_thread  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory) -> Pipeline:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("evaluate"), generator=False)
+
+
+def test_dash_writes_the_metrics_to_stdout_only(pipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("evaluate", pipe.sasrec, "-d", pipe.data, "-o", "-", "--by-popularity")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)  # stdout holds the JSON and nothing else
+    assert metrics["users"] > 0 and "recall@10" in metrics and "provenance" in metrics
+    assert "R@10" in result.stderr and "by target popularity" in result.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_csv_to_stdout_and_md_to_a_file(pipe, tmp_path):
+    result = invoke("evaluate", pipe.sasrec, "-d", pipe.data, "-o", "-", "--format", "csv", "--ks", "5,10")
+    assert result.exit_code == 0, result.output
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert row["model"] == "sasrec" and 0 <= float(row["ndcg@10"]) <= 1 and int(row["users"]) > 0
+    out = tmp_path / "eval.md"
+    result = invoke("evaluate", pipe.sasrec, "-d", pipe.data, "-o", out, "--format", "md")
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| model | R@5 | R@10 | N@5 | N@10 |") and lines[2].startswith("| sasrec | ")
