@@ -35,6 +35,22 @@ def item_key(value) -> str | None:
     return None
 
 
+def history_rows(values: Iterable, index: dict[str, int]) -> tuple[list[int], list[str]]:
+    """(dense rows of the known ids, the unknown ids) of a history; ValueError(value) for a value that is not
+    an id. Shared by `Model.indices` and `mscg recommend`, which word the errors for their callers."""
+    rows, unknown = [], []
+    for value in values:
+        key = item_key(value)
+        if key is None:
+            raise ValueError(value)
+        row = index.get(key)
+        if row is None:
+            unknown.append(key)
+        else:
+            rows.append(row)
+    return rows, unknown
+
+
 def load(path: str | Path, device: str = "cpu", *, beam_size: int | None = None, codes: str | Path | None = None,
          verify: bool = True) -> Model:
     """The model in directory `path` (from `mscg train` or `mscg collab --model-out`), on `device` (cpu, cuda,
@@ -104,19 +120,14 @@ class Model:
         where = f"history {position}: " if position is not None else ""
         if isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
             raise UsageError(f"{where}a history must be a list of item ids, found {type(history).__name__}")
-        found = []
-        for value in history:
-            key = item_key(value)
-            if key is None:
-                raise DataError(f"{where}{value!r} is not an item id (a string, or an integer)")
-            row = self.index.get(key)
-            if row is None:
-                if skip_unknown:
-                    continue
-                raise UnknownItemError(key, f"{where}item {key!r} is not in the catalogue of {self.path}; drop it "
-                                            "or pass skip_unknown=True")
-            found.append(row)
-        return np.asarray(found, dtype=np.int64)
+        try:
+            rows, unknown = history_rows(history, self.index)
+        except ValueError as e:
+            raise DataError(f"{where}{e.args[0]!r} is not an item id (a string, or an integer)") from None
+        if unknown and not skip_unknown:
+            raise UnknownItemError(unknown[0], f"{where}item {unknown[0]!r} is not in the catalogue of {self.path}; "
+                                               "drop it or pass skip_unknown=True")
+        return np.asarray(rows, dtype=np.int64)
 
     # ---- on dense indices (what `mscg recommend` uses) ---------------------------------------------------
 

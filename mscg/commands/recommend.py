@@ -10,7 +10,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from mscg.api import FALLBACKS, item_key, load
+from mscg.api import FALLBACKS, history_rows, item_key, load
 from mscg.artifacts.atomic import check_file_output, write_text_atomic
 from mscg.artifacts.meta import meta_inputs, read_meta
 from mscg.commands._common import DeviceOpt, ForceOpt, NoVerifyOpt, user_errors
@@ -70,20 +70,18 @@ def parse_request(obj: dict, where: str, line_no: int, index: dict[str, int], *,
     history = obj["history"]
     if not isinstance(history, list):
         raise DataError(f"{where}: \"history\" must be a list of item ids, found {shown(history)}")
-    ids = []
-    for value in history:
-        item_id = item_key(value)
-        if item_id is None:
-            raise DataError(f"{where}: \"history\" must list item ids (strings or integers), found {shown(value)}")
-        ids.append(item_id)
-    known = [index[i] for i in ids if i in index]
-    if len(known) < len(ids) and not skip_unknown:
-        unknown = next(i for i in ids if i not in index)
-        raise DataError(f"{where}: item {unknown!r} is not in the model's catalogue; drop it or pass --skip-unknown")
+    try:
+        known, unknown = history_rows(history, index)
+    except ValueError as e:
+        raise DataError(f"{where}: \"history\" must list item ids (strings or integers), found "
+                        f"{shown(e.args[0])}") from None
+    if unknown and not skip_unknown:
+        raise DataError(f"{where}: item {unknown[0]!r} is not in the model's catalogue; drop it or pass "
+                        "--skip-unknown")
     if not known and not fallback:
         raise DataError(f"{where}: user {user_id!r} has no known history item; give at least one, or pass "
                         "--fallback popular")
-    return Request(line_no, user_id, np.asarray(known, dtype=np.int64)), len(ids) - len(known)
+    return Request(line_no, user_id, np.asarray(known, dtype=np.int64)), len(unknown)
 
 
 def skipped_lines_message(failed: list[tuple[int, str]], total: int) -> str:
