@@ -6,13 +6,16 @@ import errno
 import functools
 import os
 import shutil
+import sys
 import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mscg.artifacts.atomic import is_disk_full, release_all
+from rich.console import Console
+
+from mscg.artifacts.atomic import is_disk_full, release_all, write_text_atomic
 from mscg.console import error, info
 from mscg.errors import MscgError, UsageError
 
@@ -120,3 +123,23 @@ def resume_finished_run(output: Path, resume: bool) -> None:
                              "remove the link")
         partial.mkdir(exist_ok=True)
         shutil.copyfile(kept, partial / RESUME_FILE)
+
+
+# ---- results that may go to stdout (`-o -`) ---------------------------------------------------------
+
+def is_stdout(output: Path | str | None) -> bool:
+    return output is not None and str(output) == "-"
+
+
+def write_result(output: Path | str, text: str, *, force: bool, inputs) -> None:
+    """The result into `output` atomically, or onto stdout for "-" (then nothing else goes to stdout)."""
+    if is_stdout(output):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_text_atomic(Path(output), text, force=force, inputs=inputs)
+
+
+def human_console(output: Path | str | None) -> Console:
+    """Where the table for people goes: stdout, or stderr when the result itself goes to stdout."""
+    return Console(stderr=True) if is_stdout(output) else Console()

@@ -9,10 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from mscg.artifacts.meta import dumps_json, json_depth, read_json
-from mscg.commands._common import ForceOpt, user_errors
-from mscg.commands.evaluate import (
-    FormatOpt, check_format, human_console, is_stdout, metrics_table, table_text, write_result,
-)
+from mscg.commands._common import ForceOpt, human_console, is_stdout, user_errors, write_result
+from mscg.commands.evaluate import FormatOpt, check_format, metrics_table, table_text
 from mscg.console import info
 from mscg.errors import DataError, UsageError
 

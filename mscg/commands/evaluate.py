@@ -5,19 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from mscg.artifacts.atomic import check_file_output, write_text_atomic
+from mscg.artifacts.atomic import check_file_output
 from mscg.artifacts.meta import dumps_json, meta_inputs, provenance
-from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, parse_ks, report_split, user_errors
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, human_console, is_stdout, parse_ks,
+                                   report_split, user_errors, write_result)
 from mscg.console import info, progress_bar
 from mscg.data.split import SPLITS, load_dataset
 from mscg.errors import DataError, UsageError
@@ -104,24 +103,11 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
 FORMATS = ("json", "csv", "md")
 
 
-def is_stdout(output: Path | str | None) -> bool:
-    return output is not None and str(output) == "-"
-
-
 def check_format(fmt: str, output: Path | str | None) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} must be one of: {', '.join(FORMATS)}")
     if fmt != "json" and output is None:
         raise UsageError(f"--format {fmt} is the format of the -o output; add -o FILE, or -o - for stdout")
-
-
-def write_result(output: Path | str, text: str, *, force: bool, inputs) -> None:
-    """The result into `output` atomically, or onto stdout for "-" (then nothing else goes to stdout)."""
-    if is_stdout(output):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_text_atomic(Path(output), text, force=force, inputs=inputs)
 
 
 def _table_keys(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -258,8 +244,3 @@ def evaluate_cli(
     info(memory_line(r.metrics))
     if output is not None and not is_stdout(output):
         info(f"wrote {output}")
-
-
-def human_console(output: Path | str | None) -> Console:
-    """Where the table for people goes: stdout, or stderr when the result itself goes to stdout."""
-    return Console(stderr=True) if is_stdout(output) else Console()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -11,9 +10,9 @@ import numpy as np
 import typer
 
 from mscg.api import FALLBACKS, history_rows, item_key, load
-from mscg.artifacts.atomic import check_file_output, write_text_atomic
+from mscg.artifacts.atomic import check_file_output
 from mscg.artifacts.meta import meta_inputs, read_meta
-from mscg.commands._common import DeviceOpt, ForceOpt, NoVerifyOpt, user_errors
+from mscg.commands._common import DeviceOpt, ForceOpt, NoVerifyOpt, is_stdout, user_errors, write_result
 from mscg.console import info, warn
 from mscg.data.jsonl import read_jsonl_lines, shown, write_jsonl_line
 from mscg.errors import DataError, UsageError
@@ -110,7 +109,7 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
     # never write into an input, nor into what the model was made from (a generator's codes)
     inputs = [Path(model_path), *meta_inputs(model_path)] + ([Path(codes)] if codes is not None else [])
     inputs += [] if histories_path == "-" else [Path(histories_path)]
-    if output != "-":
+    if not is_stdout(output):
         check_file_output(Path(output), force=force, inputs=inputs)
     model = load(model_path, device, beam_size=beam_size, codes=codes, verify=verify)
     if model.kind == "mscg-generator" and beam_size is not None and k > beam_size:
@@ -128,11 +127,7 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
         if not len(request.history):
             line["fallback"] = "popular"  # scores: how often each item occurs in the training data
         lines.append(write_jsonl_line(line))
-    if output == "-":
-        sys.stdout.writelines(lines)
-        sys.stdout.flush()
-    else:
-        write_text_atomic(Path(output), "".join(lines), force=force, inputs=inputs)
+    write_result(output, "".join(lines), force=force, inputs=inputs)
     if read.unknown_items:
         info(f"skipped {read.unknown_items:,} history items unknown to the model")
     fallbacks = sum(1 for r in read.requests if not len(r.history))
@@ -185,5 +180,5 @@ def recommend_cli(
     n = recommend(model, histories, output, k=k, codes=codes, beam_size=beam_size, batch_size=batch_size,
                   device=device, skip_unknown=skip_unknown, exclude_history=exclude_history, on_error=on_error,
                   fallback=fallback, force=force, verify=not no_verify)
-    if output != "-":
+    if not is_stdout(output):
         info(f"wrote {output}: recommendations for {n:,} users")
