@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,28 @@ def prefix_table(model, trie) -> dict[tuple[int, ...], list[int]]:
     return {k: sorted(v) for k, v in table.items()}
 
 
+_TRANSFORMERS_T5 = weakref.WeakKeyDictionary()
+
+
+def transformers_t5(model):
+    """transformers' T5ForConditionalGeneration holding the generator's T5 weights (mscg.models.t5 has its
+    layout and state-dict keys), in the generator's mode, device and dtype: the reference to check against.
+    Built once per model (its weights as at the first call), without touching the global RNG."""
+    from transformers import T5ForConditionalGeneration
+
+    if model not in _TRANSFORMERS_T5:
+        t5 = model.t5
+        with torch.random.fork_rng(devices=[]):
+            hf = T5ForConditionalGeneration(model.config.t5_config())
+        hf.load_state_dict(t5.state_dict())
+        _TRANSFORMERS_T5[model] = hf.to(device=t5.shared.weight.device, dtype=t5.shared.weight.dtype)
+    return _TRANSFORMERS_T5[model].train(model.t5.training)
+
+
 def hf_beam_search(model, history: torch.Tensor, trie, beam_size: int, prefixes: dict | None = None,
                    states: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Beam search with `model.t5.generate(num_beams=beam_size, prefix_allowed_tokens_fn=...)` over the
+    """Beam search with transformers' `generate(num_beams=beam_size, prefix_allowed_tokens_fn=...)` on the
+    generator's T5 weights (`transformers_t5`), over the
     same encoder states: -> items (B, beam_size) (-1 for a sequence that is not an item), scores (B, beam_size).
 
     Scores are HF's: log_softmax over the full vocabulary, then masked, summed over steps
@@ -197,7 +217,7 @@ def hf_beam_search(model, history: torch.Tensor, trie, beam_size: int, prefixes:
     with torch.no_grad():
         enc, mask = states if states is not None else model.encode(history)
         B = enc.shape[0]
-        out = model.t5.generate(
+        out = transformers_t5(model).generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=mask,
             decoder_start_token_id=BOS, bos_token_id=BOS, pad_token_id=PAD, eos_token_id=None,
             num_beams=beam_size, num_return_sequences=beam_size, max_new_tokens=trie.depth,

@@ -57,6 +57,7 @@ VARIANTS = {
 # Variants whose collab codes come from `mscg collab --init-embeddings WORK/emb_text`; that SASRec is scored
 # too, as sasrec_text_started.
 TEXT_STARTED_COLLAB = {"mscgrec_text_started_collab"}
+FUSED = {"fused": "sasrec", "fused_text_started": "sasrec_text_started"}  # fused model -> its dense part
 BASELINES = {"sasrec": "SASRec (full-softmax CE), the collab stage",
              "sasrec_text_started": "SASRec whose item table starts from the text embeddings (PCA to its width)"}
 
@@ -172,12 +173,13 @@ def main() -> None:
         step(f"seed {seed}: quantize collab", s / "q_collab",
              [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab", "-o", s / "q_collab",
               *seed_flag])
+        # the text-started SASRec is a baseline of every table (and the collab codes of TEXT_STARTED_COLLAB)
+        step(f"seed {seed}: collab (text-started)", s / "sasrec_text_started",
+             [*mscg, "collab", "-d", data, "-o", s / "emb_collab_text_started", "--model-out",
+              s / "sasrec_text_started", "--init-embeddings", work / "emb_text", *seed_flag, *dev,
+              *shlex.split(args.collab_args)])
         text_started = any(v in TEXT_STARTED_COLLAB for v in variants)
         if text_started:
-            step(f"seed {seed}: collab (text-started)", s / "sasrec_text_started",
-                 [*mscg, "collab", "-d", data, "-o", s / "emb_collab_text_started", "--model-out",
-                  s / "sasrec_text_started", "--init-embeddings", work / "emb_text", *seed_flag, *dev,
-                  *shlex.split(args.collab_args)])
             step(f"seed {seed}: quantize collab (text-started)", s / "q_collab_text_started",
                  [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab_text_started", "-o",
                   s / "q_collab_text_started", *seed_flag])
@@ -198,7 +200,7 @@ def main() -> None:
                  path, [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag,
                         *dev])
             codes[kind, started] = path
-        for baseline in ("sasrec", "sasrec_text_started") if text_started else ("sasrec",):
+        for baseline in ("sasrec", "sasrec_text_started"):
             evaluate_run(step, mscg, data, s / baseline, s / f"eval_{baseline}.json", dev,
                          f"seed {seed}: evaluate {baseline}")
             record(results, baseline, seed, s / f"eval_{baseline}.json", s / baseline)
@@ -209,11 +211,21 @@ def main() -> None:
                   *seed_flag, *dev, *shlex.split(args.train_args)])
             evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
             record(results, v, seed, s / f"eval_{v}.json", s / v)
+        if "mscgrec" in variants:  # beyond the paper: MSCGRec's beam re-ranked with each SASRec (`mscg fuse`)
+            for fused, dense in FUSED.items():
+                step(f"seed {seed}: fuse mscgrec + {dense}", s / fused,
+                     [*mscg, "fuse", s / "mscgrec", s / dense, "-d", data, "-o", s / fused, *seed_flag, *dev])
+                evaluate_run(step, mscg, data, s / fused, s / f"eval_{fused}.json", dev,
+                             f"seed {seed}: evaluate {fused}")
+                record(results, fused, seed, s / f"eval_{fused}.json", s / fused)
         save()
 
     baselines = [b for b in BASELINES if b in results["runs"]]
-    variants = [v for v in variants if v in results["runs"]]
-    results["variants"] = {**{b: BASELINES[b] for b in baselines}, **{v: VARIANTS[v][0] for v in variants}}
+    variants = [v for v in variants if v in results["runs"]] + [f for f in FUSED if f in results["runs"]]
+    results["variants"] = {**{b: BASELINES[b] for b in baselines}, **{v: VARIANTS[v][0] for v in variants
+                                                                       if v in VARIANTS},
+                           **{f: f"`mscg fuse` of mscgrec and {d} (beyond the paper; weight chosen on validation)"
+                              for f, d in FUSED.items() if f in variants}}
     if not has_pixels:  # the image codes of every variant come from the features
         results["variants"] = {v: d.replace("(RQ-DINO)", "(imported features + rq-kmeans)")
                                for v, d in results["variants"].items()}
@@ -229,7 +241,7 @@ def main() -> None:
 
 
 def evaluate_run(step, mscg, data, model, output, dev, name) -> None:
-    step(name, output, [*mscg, "evaluate", model, "-d", data, "-o", output, *dev])
+    step(name, output, [*mscg, "evaluate", model, "-d", data, "-o", output, "--by-popularity", *dev])
 
 
 def record(results: dict, variant: str, seed: int, path: Path, model: Path) -> None:
@@ -238,7 +250,14 @@ def record(results: dict, variant: str, seed: int, path: Path, model: Path) -> N
         return
     metrics = json.loads(path.read_text())
     run = {k: metrics[k] for k in (*METRICS, "users", "eval_seconds") if k in metrics}
-    training = json.loads((model / "meta.json").read_text()).get("training", {})
+    for group in metrics.get("by_target_popularity", []):  # runs evaluated with --by-popularity
+        run.update({f"{k}/{group['group']}": group[k] for k in ("recall@10", "ndcg@10")})
+    meta = json.loads((model / "meta.json").read_text())
+    training = meta.get("training", {})
+    if meta.get("model_type") == "fused":  # the validation of the weight `mscg fuse` kept
+        chosen = json.loads((model / "config.json").read_text())["weight"]
+        run["valid_ndcg@10"] = next(r["ndcg@10"] for r in meta["validation"] if r["weight"] == chosen)
+        run["weight"] = chosen
     if "best_valid_metric" in training:
         run["valid_ndcg@10"] = round(training["best_valid_metric"], 6)
         run["best_epoch"] = training["best_epoch"]
@@ -259,16 +278,20 @@ def markdown(results: dict, variants: list[str]) -> str:
     lines = [f"Test split, mean ± sd over seeds; {results['machine']}; {results['date']}. "
              f"Image codes: {results.get('image_codes', 'none')}. Valid N@10: the validation NDCG@10 at the "
              "epoch training kept (chosen on it, so optimistic), over the seeds that recorded it; epochs: the kept "
-             "epochs, by seed.", "",
-             "| variant | R@5 | R@10 | N@5 | N@10 | seeds | valid N@10 | epochs |", "|---|---|---|---|---|---|---|---|"]
+             "epochs, by seed (fused: the weight chosen, w). Rare N@10: NDCG@10 of the users whose target is in the "
+             "least popular third (by training count; `evaluate --by-popularity`).", "",
+             "| variant | R@5 | R@10 | N@5 | N@10 | rare N@10 | seeds | valid N@10 | epochs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         s = summary(results, v)
         cells = [f"{m:.4f} ± {sd:.4f}" for m, sd, _ in (s[k] for k in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"))]
         by_seed = sorted(results["runs"].get(v, {}).items(), key=lambda item: int(item[0]))
         runs = [r for _, r in by_seed if "valid_ndcg@10" in r]
         valid_cell = "{:.4f} ± {:.4f} ({})".format(*mean_sd([r["valid_ndcg@10"] for r in runs])) if runs else "—"
-        epochs = ", ".join(str(r["best_epoch"]) for r in runs) or "—"
-        lines.append(f"| {v} | {' | '.join(cells)} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")
+        epochs = ", ".join(str(r["best_epoch"]) if "best_epoch" in r else f"w {r['weight']:g}" for r in runs) or "—"
+        rare = [r["ndcg@10/rare"] for _, r in by_seed if "ndcg@10/rare" in r]
+        rare_cell = "{:.4f} ± {:.4f}".format(*mean_sd(rare)[:2]) if rare else "—"
+        lines.append(f"| {v} | {' | '.join(cells)} | {rare_cell} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")
     lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",
               "Commands: " + "; ".join(f"`{c}`" for c in results.get("commands") or [results.get("command", "")]), ""]
     return "\n".join(lines)

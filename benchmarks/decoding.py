@@ -3,9 +3,9 @@ r"""Decoding benchmark: mscg's vectorised trie-constrained beam search against H
 The same trained generator is decoded by
   (a) mscg: `mscg.decoding.beam.beam_search` (per-level trie tables, users batched, beams as tensors,
       KV cache, encoder once per user), and
-  (b) HF: `model.t5.generate(num_beams=B, num_return_sequences=B, prefix_allowed_tokens_fn=<dict trie>)`
-      on the very same T5 weights (the generator's backbone *is* a T5ForConditionalGeneration) and the
-      same encoder states,
+  (b) HF: `generate(num_beams=B, num_return_sequences=B, prefix_allowed_tokens_fn=<dict trie>)` of a
+      transformers T5ForConditionalGeneration holding the very same T5 weights (mscg.models.t5 has its
+      layout; `transformers_t5`) and the same encoder states,
 for every beam size B and batch size, on the same users. Both timings include the encoder. Reported:
 users/s of each, the speed-up, and top-K agreement (fraction of users whose top-K lists are identical,
 as ordered lists and as sets, and mean overlap@K), plus the largest score difference. The work behind

@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
+from typer.main import get_command_from_info
+from typer.models import CommandInfo
 
 from mscg import __version__
 from mscg.artifacts.meta import set_command_line
-from mscg.commands import _common
 
 # click's exception classes as this typer uses them (typer >= 0.2x carries its own copy of click)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -60,11 +62,25 @@ class OneLineErrors(TyperGroup):
     """The mscg group: click's usage errors print one line instead of typer's boxed panel; flags show no
     metavar."""
 
+    def list_commands(self, ctx):
+        return [*STAGES, *(name for name in super().list_commands(ctx) if name not in STAGES)]
+
     def get_command(self, ctx, cmd_name):
         command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in STAGES:  # listed in `mscg --help`: its module stays unimported
+            _, short_help, panel = STAGES[cmd_name]
+            return TyperCommand(cmd_name, short_help=short_help, help=short_help, rich_help_panel=panel)
         if command is not None:
             _plain_flags(command)
         return command
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in STAGES and name not in self.commands:  # the command to run (or to show the help of)
+            self.add_command(_load(name), name)
+            command = super().get_command(ctx, name)
+            _plain_flags(command)
+        return name, command, rest
 
     def make_context(self, info_name, args, parent=None, **extra):
         _plain_flags(self)
@@ -110,32 +126,51 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     if debug:
+        from mscg.commands import _common
+
         _common.DEBUG["on"] = True
 
 
-def _register() -> None:
-    from mscg.commands import assign_codes, collab, compare, embed, evaluate, prepare, quantize, recommend, train
-
+def _register() -> dict[str, tuple[str, str, str]]:
+    """name -> ("module:function" in mscg.commands, short help, panel), in pipeline order. A command's module
+    is imported only to run it or show its own help: `mscg --help` imports none (and so no torch)."""
     data, codes, model = "1. Data", "2. Codes", "3. Generator"
     stages = (  # (name, short help, panel, function), in pipeline order
-        ("prepare", "Convert RecBole files into items.jsonl + interactions.jsonl.", data, prepare.prepare_cli),
-        ("embed", "Embed item texts or images with a pretrained encoder.", data, embed.embed_cli),
+        ("prepare", "Convert RecBole files (or reshape a dataset) into items.jsonl + interactions.jsonl.", data,
+         "prepare:prepare_cli"),
+        ("embed", "Embed item texts or images with a pretrained encoder.", data, "embed:embed_cli"),
         ("import-embeddings", "Import precomputed item features as an embeddings artifact.", data,
-         embed.import_embeddings_cli),
-        ("collab", "Train SASRec; its item table becomes the collab modality.", data, collab.collab_cli),
-        ("quantize", "Learn a residual quantizer for one modality.", codes, quantize.quantize_cli),
+         "embed:import_embeddings_cli"),
+        ("collab", "Train SASRec; its item table becomes the collab modality.", data, "collab:collab_cli"),
+        ("predict-collab", "Collab embeddings for items without interactions, predicted from content.", data,
+         "predict_collab:predict_collab_cli"),
+        ("quantize", "Learn a residual quantizer for one modality.", codes, "quantize:quantize_cli"),
         ("assign-codes", "Give every item its multimodal code (+ collision levels).", codes,
-         assign_codes.assign_codes_cli),
-        ("train", "Train the generative recommender on multimodal codes.", model, train.train_cli),
-        ("evaluate", "Full-ranking Recall@K / NDCG@K on the test or valid split.", model, evaluate.evaluate_cli),
-        ("recommend", "Top-K items for user histories (JSONL in, JSONL out).", model, recommend.recommend_cli),
-        ("compare", "Put several evaluations side by side.", model, compare.compare_cli),
+         "assign_codes:assign_codes_cli"),
+        ("train", "Train the generative recommender on multimodal codes.", model, "train:train_cli"),
+        ("fuse", "Re-rank a generator's beam with SASRec's scores (weight chosen on validation).", model,
+         "fuse:fuse_cli"),
+        ("evaluate", "Full-ranking Recall@K / NDCG@K on the test or valid split.", model, "evaluate:evaluate_cli"),
+        ("recommend", "Top-K items for user histories (JSONL in, JSONL out).", model, "recommend:recommend_cli"),
+        ("serve", "Answer recommendation requests over HTTP (JSON), the model loaded once.", model,
+         "serve:serve_cli"),
+        ("compare", "Put several evaluations side by side.", model, "compare:compare_cli"),
+        ("plot", "Draw training curves, codebook usage or metrics as a PNG.", model, "plot:plot_cli"),
     )
-    for name, short_help, panel, function in stages:
-        app.command(name, short_help=short_help, rich_help_panel=panel)(function)
+    return {name: (function, short_help, panel) for name, short_help, panel, function in stages}
 
 
-_register()
+def _load(name: str):
+    """The click command of stage `name`, its module imported now."""
+    function, short_help, panel = STAGES[name]
+    module, attr = function.split(":")
+    callback = getattr(importlib.import_module(f"mscg.commands.{module}"), attr)
+    info = CommandInfo(name=name, callback=callback, short_help=short_help, rich_help_panel=panel)
+    return get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                 rich_markup_mode=app.rich_markup_mode)
+
+
+STAGES = _register()
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ from mscg.decoding.trie import CodeTrie
 from mscg.errors import DataError, UsageError
 from mscg.metrics import ranks_from_lists
 from mscg.models.generator import Generator, GeneratorConfig
+from mscg.training.defaults import DEFAULT_BEAM_SIZE
 
-DEFAULT_BEAM_SIZE = 20  # `mscg train --beam-size`: validation, and the default beam of evaluate and recommend
 
 
 def generator_parts(codes: Codes, config: GeneratorConfig) -> tuple[HistoryTokens, torch.Tensor, CodeTrie]:
@@ -47,26 +47,30 @@ class GeneratorRecommender:
         self.max_history = model.config.max_history
 
     @torch.no_grad()
-    def search(self, histories: Sequence[np.ndarray], beam: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trie-constrained beam search: (items (B, beam), scores (B, beam)) on the CPU, best first."""
+    def search(self, histories: Sequence[np.ndarray], beam: int,
+               banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trie-constrained beam search: (items (B, beam), scores (B, beam)) on the CPU, best first; never an
+        item of `banned` (B, n_items) bool."""
         tokens = self.history_tokens(histories).to(self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with autocast:
-            items, scores = beam_search(self.model, tokens, self.trie, beam)
+            items, scores = beam_search(self.model, tokens, self.trie, beam, banned=banned)
         return items.cpu(), scores.float().cpu()
 
     @torch.no_grad()
     def top_k(self, histories: Sequence[np.ndarray], k: int, *, exclude_history: bool = False,
               keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k best items; with `exclude_history` the beam is widened by the history's length, so that
-        k items remain once the history items (but `keep`) are dropped."""
+        """The k best items; with `exclude_history` the search itself leaves out the history items (but
+        `keep`): its beams go to unseen items only, so the same beam still fills k."""
         beam = max(self.beam_size, k)
         if not exclude_history:
             items, scores = self.search(histories, beam)
             return items[:, :k], scores[:, :k]
         seen = seen_items(histories, keep)
-        beam = max(beam, min(k + max(len(s.unique()) for s in seen), len(self.item_ids)))
-        items, scores = self.search(histories, beam)
+        banned = torch.zeros(len(histories), len(self.item_ids), dtype=torch.bool)
+        for row, items_seen in enumerate(seen):
+            banned[row, items_seen] = True
+        items, scores = self.search(histories, beam, banned)
         kept_items = torch.full((len(histories), k), -1, dtype=torch.long)
         kept_scores = torch.full((len(histories), k), float("-inf"))
         for row in range(len(histories)):

@@ -18,10 +18,11 @@ import torch
 from mscg.artifacts.configcheck import check_config, check_item_ids, check_weights
 from mscg.artifacts.modeldir import load_weights, read_model_dir
 from mscg.data.batching import left_pad, seen_items
+from mscg.errors import DataError
 from mscg.metrics import ranks_from_scores
 from mscg.models.sasrec import PAD_ITEM, SASRec, SASRecConfig
 
-MODEL_TYPES = ("sasrec", "mscg-generator")
+MODEL_TYPES = ("sasrec", "mscg-generator", "fused")
 
 
 class SASRecRecommender:
@@ -82,6 +83,18 @@ def load_recommender(path: Path, device: torch.device, *, beam_size: int | None 
         check_weights(path, lambda: SASRec(sconfig))
         model = load_weights(SASRec(sconfig), path)
         return SASRecRecommender(model, item_ids, device, meta)
+    if config["model_type"] == "fused":  # mscg fuse: a generator and a SASRec model, each in its own folder
+        from mscg.fused import FusedRecommender, fused_parts
+
+        weight, candidates, parts = fused_parts(path, config)
+        loaded = []
+        for part_path, kind in parts:
+            part = load_recommender(part_path, device, beam_size=beam_size, verify=verify)
+            if part.kind != kind:
+                raise DataError(f"{part_path} holds a {part.kind} model where a {kind} one belongs; re-create "
+                                f"{path} with `mscg fuse`")
+            loaded.append(part)
+        return FusedRecommender(*loaded, weight=weight, candidates=candidates, meta=meta)
     from mscg.generator_recommender import load_generator_recommender
 
     return load_generator_recommender(path, config, meta, device, beam_size=beam_size, codes_path=codes_path,

@@ -35,8 +35,8 @@ def test_import_mscg_is_light():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_recommend_matches_the_cli(pipe, models, tmp_path, name):
-    """Item ids in, (item_id, score) out, best first, the history left out: what `mscg recommend
-    --exclude-history` writes for the same history."""
+    """Item ids in, (item_id, score) out, best first, the history left out: what `mscg recommend` writes
+    for the same history by default."""
     model = models[name]
     assert model.kind == ("mscg-generator" if name == "generator" else "sasrec")
     recs = model.recommend(HISTORY, k=5)
@@ -45,7 +45,7 @@ def test_recommend_matches_the_cli(pipe, models, tmp_path, name):
     assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
     (tmp_path / "h.jsonl").write_text(json.dumps({"user_id": "u", "history": HISTORY}) + "\n")
     ok("recommend", getattr(pipe, name), "-i", tmp_path / "h.jsonl", "-o", tmp_path / "r.jsonl", "-k", "5",
-       "--exclude-history", "--device", "cpu")
+       "--device", "cpu")
     line = json.loads((tmp_path / "r.jsonl").read_text())
     assert line["items"] == [i for i, _ in recs]
     assert line["scores"] == pytest.approx([s for _, s in recs], abs=1e-5)
@@ -63,13 +63,20 @@ def test_batch_equals_one_at_a_time(models, name):
         assert [s for _, s in recs] == pytest.approx([s for _, s in single], abs=1e-5)
 
 
-def test_history_kept_on_request(models):
-    """exclude_history=False ranks every item, as the CLI does by default: the lists may differ."""
-    model = models["sasrec"]
+@pytest.mark.parametrize("name", MODELS)
+def test_history_kept_on_request(pipe, models, tmp_path, name):
+    """exclude_history=False ranks every item, as `mscg recommend --include-history` does."""
+    model = models[name]
     everything = model.recommend(HISTORY, k=len(model.item_ids), exclude_history=False)
     assert {i for i, _ in everything} == set(model.item_ids)
     unseen = model.recommend(HISTORY, k=5)
-    assert [i for i, _ in unseen] == [i for i, _ in everything if i not in HISTORY][:5]
+    if name == "sasrec":  # scores every item: the unseen list is the full ranking less the history
+        assert [i for i, _ in unseen] == [i for i, _ in everything if i not in HISTORY][:5]
+    (tmp_path / "h.jsonl").write_text(json.dumps({"user_id": "u", "history": HISTORY}) + "\n")
+    ok("recommend", getattr(pipe, name), "-i", tmp_path / "h.jsonl", "-o", tmp_path / "r.jsonl", "-k", "6",
+       "--include-history", "--device", "cpu")
+    line = json.loads((tmp_path / "r.jsonl").read_text())
+    assert line["items"] == [i for i, _ in model.recommend(HISTORY, k=6, exclude_history=False)]
 
 
 @pytest.mark.parametrize("name", MODELS)

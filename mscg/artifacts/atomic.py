@@ -13,7 +13,9 @@ Also, for every output:
 - no symbolic links: the output and its `.NAME.partial`, `.NAME.old` and `.NAME.lock` siblings are
   never followed (a link there is refused), and a reused partial directory keeps only its checkpoint;
 - a full disk is reported as such ("no space left on device while writing OUTPUT", whatever library
-  raised it), after the partial output is removed (a resume checkpoint written before is kept).
+  raised it), after the partial output is removed (a resume checkpoint written before is kept);
+- ordinary permissions: every file of an output is readable as the umask allows (0644 under the usual 022),
+  also those that a library wrote owner-only (safetensors writes 0600).
 """
 
 from __future__ import annotations
@@ -277,6 +279,7 @@ class AtomicDir:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             try:
+                honour_umask(self.partial)
                 replace_path(self.partial, self.path)
             finally:
                 release_output(self.path)
@@ -305,6 +308,33 @@ class AtomicDir:
                 _remove(entry)
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (os.umask sets it to read it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(root: Path) -> None:
+    """Give every regular file under `root` the mode a file created by `open` gets (0o666 less the umask):
+    safetensors writes its files 0600, whatever the umask. Links are neither followed nor changed."""
+    mode = 0o666 & ~current_umask()
+    for folder, _, files in os.walk(root):  # os.walk does not descend into linked folders
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):  # a file left 0600 is no reason to lose the output
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+                    try:
+                        os.chmod(path, mode, follow_symlinks=False)
+                    except NotImplementedError:  # no lchmod here; lstat saw a regular file
+                        os.chmod(path, mode)
+
+
 def replace_path(new: Path, target: Path) -> None:
     """Move `new` onto `target`, removing the old `target` only once `new` is in place."""
     if target.exists() or target.is_symlink():
@@ -329,14 +359,19 @@ def _remove(path: Path, *, missing_ok: bool = False) -> None:
 
 def write_text_atomic(path: Path, text: str, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
     """Write one file atomically (temporary sibling + rename), never through a link."""
+    write_bytes_atomic(path, text.encode("utf-8"), force=force, inputs=inputs)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
+    """write_text_atomic for bytes (an image)."""
     path = Path(path)
     check_file_output(path, force=force, inputs=inputs)
     tmp = partial_path(path)
     try:
         _remove(tmp, missing_ok=True)  # a stale one (check_output refused a link there)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         replace_path(tmp, path)
     except Exception as e:
         if is_disk_full(e, tmp):

@@ -2,7 +2,8 @@
 
 The config is read and checked before any weight is loaded; `model_type` picks the class. A generator's
 directory also holds a copy of the codes it was trained with (`codes/`, named relatively in meta.json), so
-that the directory alone is enough to recommend, wherever it is copied or moved.
+that the directory alone is enough to recommend, wherever it is copied or moved. A trained model also holds
+`training_log.csv` (its training records, as in meta.json's `training`; see mscg.artifacts.training_log).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from mscg.artifacts.meta import input_record, new_meta, read_json, read_meta, write_json
+from mscg.artifacts.training_log import write_training_log
 from mscg.errors import DataError
 
 CONFIG_FILE = "config.json"
@@ -45,6 +47,7 @@ def save_model_dir(out_dir: Path, kind: str, model: torch.nn.Module, config: dic
     save_weights(model, out_dir / WEIGHTS_FILE)
     write_json(out_dir / CONFIG_FILE, config)
     write_json(out_dir / "meta.json", new_meta(kind, model_type=config["model_type"], **meta))
+    write_training_log(out_dir, meta.get("training"))  # training_log.csv, when the training left records
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

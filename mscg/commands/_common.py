@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from rich.console import Console
 
 from mscg.artifacts.atomic import is_disk_full, release_all, write_text_atomic
 from mscg.console import error, info
 from mscg.errors import MscgError, UsageError
+from mscg.training.defaults import DEFAULT_LOG_EVERY
 
 DEBUG = {"on": os.environ.get("MSCG_DEBUG") == "1"}
 
@@ -49,6 +49,9 @@ WarmupStepsOpt = Annotated[int | None, typer.Option(help="Steps of linear learni
                                                     "the run's steps).")]
 ValidateEveryOpt = Annotated[int, typer.Option(help="Epochs between validations (the last epoch is always "
                                                "validated).")]
+LogEveryOpt = Annotated[int | None, typer.Option(help="Optimizer steps between training records: the mean loss "
+                                                "and learning rate, in meta.json and training_log.csv (default "
+                                                f"{DEFAULT_LOG_EVERY}).", show_default=False)]
 
 
 def user_errors(fn):

@@ -96,6 +96,10 @@ def modality_codes(quantizer_path: Path, catalogue: Catalogue, overrides: dict[s
         rows = np.array([catalogue.index[i] for i in emb.item_ids], dtype=np.int64)
         codes = model.encode(emb.vectors).numpy()
         record["embeddings"] = input_record(source)
+        made_by = emb.meta.get("source") if isinstance(emb.meta.get("source"), dict) else {}
+        for key, name in (("predicted_item_ids", "predicted_items"), ("untrained_item_ids", "untrained_items")):
+            if isinstance(made_by.get(key), list):  # collab embeddings: from content (predict-collab), or untrained
+                record[name] = len(made_by[key])
     else:
         rows, codes = encode_images(model, catalogue, device, skip_bad_images=skip_bad_images)
         record["items"] = input_record(catalogue.path)
@@ -190,6 +194,10 @@ def assign_codes_cli(
         s = m["stats"]
         info(f"{m['name']}: {m['items_with_modality']:,} items, {m['n_levels']} x {m['codebook_sizes'][0]} codes + "
              f"collision level of {m['collision_size']}; collision rate {s.get('collision_rate', 0):.1%}, "
-             f"codebook usage {'/'.join(f'{u:.0%}' for u in s.get('codebook_usage', []))}")
+             f"codebook usage {'/'.join(f'{u:.0%}' for u in s.get('codebook_usage', []))}"
+             + (f"; {m['predicted_items']:,} predicted from content" if m.get("predicted_items") else ""))
+        if m.get("untrained_items"):
+            info(f"{m['name']}: {m['untrained_items']:,} items have codes from untrained SASRec rows (no training "
+                 "interaction); `mscg predict-collab` predicts their embeddings from content instead")
     info(f"wrote {output}: {r.items:,} items x {r.slots} tokens, vocabulary of {r.vocab_size:,} ids "
          f"({r.slots} bytes per item as codes)")

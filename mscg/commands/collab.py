@@ -14,12 +14,12 @@ from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, Keep
                                    PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
                                    report_split, user_errors)
+from mscg.commands._common import LogEveryOpt
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import UsageError
-from mscg.models.sasrec import SASRecConfig
-from mscg.training.loop import LoopConfig
-from mscg.training.sasrec import SASREC_LOOP
+from mscg.models.sasrec_config import SASRecConfig
+from mscg.training.defaults import SASREC_LOOP, LoopConfig
 
 
 @dataclass
@@ -39,6 +39,7 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     `loop.seed` seeds it) and write its item table as collab embeddings (and the model, with `model_out`)."""
     from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
     from mscg.artifacts.modeldir import save_model_dir
+    from mscg.artifacts.training_log import write_training_log
     from mscg.training import distributed as dist
     from mscg.training.loop import RESUME_FILE
     from mscg.training.sasrec import content_start, fit_sasrec
@@ -81,11 +82,18 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
                             fingerprint={"inputs": prov["inputs"]})
         model, result = render(events, "collab (SASRec)", quiet=not dist.is_main())
         if dist.is_main():
+            untrained = untrained_ids(ds)
+            if untrained:
+                info(f"{len(untrained):,} items have no training interaction, so their collab rows are untrained; "
+                     "`mscg predict-collab` gives them embeddings predicted from their content")
             save_embeddings(tmp, Embeddings("collab", ds.catalogue.item_ids, model.item_table().detach().cpu()),
                             source={"encoder": "SASRec item embeddings", "split": "train",
                                     "best_epoch": result.best_epoch,
-                                    "init": start.modality if start is not None else "random"},
+                                    "init": start.modality if start is not None else "random",
+                                    # rows that saw no training interaction: `mscg predict-collab` replaces them
+                                    "untrained_item_ids": untrained},
                             provenance=prov)
+            write_training_log(tmp, result.summary())  # the records also beside the embeddings' meta.json
             if model_out is not None:
                 with AtomicDir(model_out, force=force, inputs=inputs) as mtmp:
                     from mscg.popularity import train_counts
@@ -99,6 +107,14 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     return CollabResult(users=len(ds.split), items=len(ds.catalogue), best_epoch=result.best_epoch,
                         valid=result.best_scores(), seconds=result.seconds,
                         samples_per_second=result.samples_per_second)
+
+
+def untrained_ids(ds) -> list[str]:
+    """The catalogue items without a training interaction (their SASRec rows keep their initial values)."""
+    from mscg.popularity import train_counts
+
+    counts = train_counts(ds.split, len(ds.catalogue))
+    return [item_id for item_id, c in zip(ds.catalogue.item_ids, counts) if c == 0]
 
 
 MODEL = SASRecConfig(n_items=0)  # the defaults of the flags below
@@ -121,6 +137,7 @@ def collab_cli(
     weight_decay: WeightDecayOpt = SASREC_LOOP.weight_decay,
     patience: PatienceOpt = SASREC_LOOP.patience,
     validate_every: ValidateEveryOpt = SASREC_LOOP.validate_every,
+    log_every: LogEveryOpt = SASREC_LOOP.log_every,
     warmup_steps: WarmupStepsOpt = SASREC_LOOP.warmup_steps,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = SASREC_LOOP.precision,
@@ -149,7 +166,7 @@ def collab_cli(
                           dropout=dropout)
     loop = replace(SASREC_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                    patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
-                   precision=precision, seed=seed)
+                   precision=precision, seed=seed, log_every=log_every)
     r = collab(data, output, model_out=model_out, config=config, loop=loop, device=device,
                init_embeddings=init_embeddings, force=force, resume=resume, keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist

@@ -107,7 +107,9 @@ def embed_cli(
     r = embed(data, output, modality=modality, model_dir=model, batch_size=batch_size, device=device,
               seed=seed, skip_bad_images=skip_bad_images, force=force)
     extra = f" ({r.skipped} unreadable images skipped)" if r.skipped else ""
-    info(f"wrote {output}: {r.embedded:,} of {r.items:,} items have a {r.modality} embedding ({r.dim}-d){extra}")
+    article = "an" if r.modality == "image" else "a"
+    info(f"wrote {output}: {r.embedded:,} of {r.items:,} items have {article} {r.modality} embedding "
+         f"({r.dim}-d){extra}")
 
 
 def import_embeddings(data: Path, vectors: Path, ids: Path, output: Path, *, modality: str, dim: int | None = None,

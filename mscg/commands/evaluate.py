@@ -34,8 +34,10 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
              fmt: str = "json") -> EvalResult:
     """`output` "-" writes the result to stdout; `fmt` is what is written: json (the metrics), csv or md (the
     metrics table)."""
+    import numpy as np
     import torch
 
+    from mscg.data.coldstart import read_withheld
     from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
     from mscg.popularity import PopularityBreakdown, train_counts
     from mscg.recommenders import load_recommender
@@ -62,6 +64,8 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
     report_split(ds.split)
     users = range(len(ds.split))
     total: dict[str, float] = {}
+    withheld = read_withheld(data, ds.catalogue.index)  # a cold-start split: its users are reported apart
+    cold_sums: dict[str, dict[str, float]] = {"cold_start": {}, "warm": {}}
     breakdown = PopularityBreakdown(train_counts(ds.split, len(ds.catalogue)), max(ks)) if by_popularity else None
     started = time.perf_counter()
     with progress_bar() as bar:
@@ -78,6 +82,10 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
                 if breakdown is not None:
                     breakdown.add(ranks, targets, top, histories)
             add_sums(total, metric_sums(ranks, ks))
+            if withheld is not None:
+                cold = torch.from_numpy(np.isin(targets.numpy(), withheld))
+                add_sums(cold_sums["cold_start"], metric_sums(ranks[cold], ks))
+                add_sums(cold_sums["warm"], metric_sums(ranks[~cold], ks))
             bar.advance(task, len(chunk))
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: round(v, 6) for k, v in means(total).items()}
@@ -90,6 +98,11 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         metrics["beam_size"] = max(recommender.beam_size, max(ks))  # the narrowest beam searched
     if breakdown is not None:
         metrics.update(breakdown.summary(ks))
+    if withheld is not None:
+        metrics["withheld_items"] = int(len(withheld))
+        for group, sums in cold_sums.items():  # cold_start: users whose target was withheld from training
+            metrics[group] = {"users": int(sums.get("count", 0)),
+                              **({k: round(v, 6) for k, v in means(sums).items()} if sums.get("count") else {})}
     if output is not None:
         record = {"model": model_path, "items": ds.items_path, "interactions": ds.interactions_path}
         if codes is not None:
@@ -181,9 +194,25 @@ def popularity_table(metrics: dict[str, Any]) -> Table:
     return table
 
 
+def cold_start_table(metrics: dict[str, Any]) -> Table:
+    """Metrics of the users whose target was withheld from training (a cold-start split) and of the rest."""
+    table = Table(title=f"cold start: {metrics['withheld_items']:,} items withheld from training")
+    keys = [k for k in metrics if k.startswith(("recall@", "ndcg@"))]
+    table.add_column("users")
+    table.add_column("count", justify="right")
+    for key in keys:
+        table.add_column(key.replace("recall", "R").replace("ndcg", "N"), justify="right")
+    for group, label in (("cold_start", "target withheld"), ("warm", "the rest")):
+        g = metrics[group]
+        table.add_row(label, f"{g['users']:,}", *(f"{g[k]:.4f}" if k in g else "-" for k in keys))
+    return table
+
+
 def memory_line(metrics: dict[str, Any]) -> str:
     """The paper's memory argument, measured: bytes per item of the model's item representation."""
     b = metrics["bytes_per_item"]
+    if metrics["model_type"] == "fused":
+        return f"item memory: {b:g} bytes per item (the generator's codes plus SASRec's float32 embedding table)"
     if metrics["model_type"] == "sasrec":
         return f"item memory: {b:g} bytes per item (a {b / 4:g}-d float32 embedding table, grows with the catalogue)"
     return (f"item memory: {b:g} bytes per item as codes (one byte per code token) vs 256 bytes per item for a "
@@ -241,6 +270,10 @@ def evaluate_cli(
     console.print(metrics_table({model.name: r.metrics}, title))
     if by_popularity:
         console.print(popularity_table(r.metrics))
+    if "cold_start" in r.metrics:
+        console.print(cold_start_table(r.metrics))
     info(memory_line(r.metrics))
+    info("history items excluded from the ranking (--exclude-history; the target always stays)" if exclude_history
+         else "history items kept in the ranking (paper protocol; --exclude-history leaves them out)")
     if output is not None and not is_stdout(output):
         info(f"wrote {output}")

@@ -12,6 +12,7 @@ import typer
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, provenance
 from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
+from mscg.commands._common import LogEveryOpt
 from mscg.console import info, render
 from mscg.errors import UsageError
 
@@ -96,7 +97,8 @@ def check_training(training) -> None:
     from mscg.training.loop import LoopConfig
 
     if training is not None:
-        given = {k: getattr(training, k) for k in ("epochs", "batch_size", "lr") if getattr(training, k) is not None}
+        given = {k: getattr(training, k) for k in ("epochs", "batch_size", "lr", "log_every")
+                 if getattr(training, k) is not None}
         LoopConfig(**{"epochs": 1, "batch_size": 1, "lr": 1e-3, **given}).check()
 
 
@@ -255,6 +257,7 @@ def quantize_cli(
                           ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (rq-vae, rq-dino; default: 1e-3 (rq-vae), 5e-4 "
                                                   "(rq-dino)).")] = None,
+    log_every: LogEveryOpt = None,
     backbone: Annotated[str | None, typer.Option(help="rq-dino backbone: efficientnet-lite0 (pretrained) or "
                                                       "vit-small (from scratch).")] = None,
     image_size: Annotated[int | None, typer.Option(help="rq-dino global crop size in pixels.")] = None,
@@ -282,7 +285,8 @@ def quantize_cli(
 
       mscg quantize --method rq-dino -d data/ml-100k -o work/q_image
     """
-    options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone": backbone,
+    options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "log_every": log_every,
+                                 "backbone": backbone,
                                  "image_size": image_size, "skip_bad_images": skip_bad_images,
                                  "balanced_last_level": balanced_last_level}.items()
                if v is not None and v is not False}  # 0 is a value (and is refused), not "unset"

@@ -91,7 +91,7 @@ def skipped_lines_message(failed: list[tuple[int, str]], total: int) -> str:
 
 def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10, codes: Path | None = None,
               beam_size: int | None = None, batch_size: int = 256, device: str = "auto", skip_unknown: bool = False,
-              exclude_history: bool = False, on_error: str = "fail", fallback: str = "none", force: bool = False,
+              exclude_history: bool = True, on_error: str = "fail", fallback: str = "none", force: bool = False,
               verify: bool = True) -> int:
     """Write OUTPUT (one line per answered input line, in input order); returns how many lines were answered."""
     from mscg.popularity import COUNTS_KEY, no_counts_error
@@ -155,8 +155,9 @@ def recommend_cli(
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Ignore history items the model does not "
                                                "know.")] = False,
-    exclude_history: Annotated[bool, typer.Option("--exclude-history", help="Leave out items already in the user's "
-                                                  "history (a generator widens its beam to still return K).")] = False,
+    include_history: Annotated[bool, typer.Option("--include-history/--exclude-history", help="Rank the items "
+                                                  "already in the user's history too (for repeat consumption); "
+                                                  "by default they are left out.")] = False,
     on_error: Annotated[str, typer.Option(help="A bad input line: fail (stop, write nothing) or skip (answer the "
                                                "other lines; stderr counts and names the skipped ones).")] = "fail",
     fallback: Annotated[str, typer.Option(help="A user with no known history item: none (an error), or popular "
@@ -178,7 +179,7 @@ def recommend_cli(
       mscg recommend work/generator -i users.jsonl -o recs.jsonl --on-error skip --fallback popular
     """
     n = recommend(model, histories, output, k=k, codes=codes, beam_size=beam_size, batch_size=batch_size,
-                  device=device, skip_unknown=skip_unknown, exclude_history=exclude_history, on_error=on_error,
+                  device=device, skip_unknown=skip_unknown, exclude_history=not include_history, on_error=on_error,
                   fallback=fallback, force=force, verify=not no_verify)
     if not is_stdout(output):
         info(f"wrote {output}: recommendations for {n:,} users")

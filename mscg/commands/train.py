@@ -14,13 +14,12 @@ from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, Keep
                                    PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
                                    report_split, user_errors)
+from mscg.commands._common import LogEveryOpt
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
-from mscg.generator_recommender import DEFAULT_BEAM_SIZE
-from mscg.models.generator import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, GeneratorConfig
-from mscg.training.generator import DEFAULT_VALID_USERS, GENERATOR_LOOP
-from mscg.training.loop import LoopConfig
+from mscg.models.generator_config import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, GeneratorConfig
+from mscg.training.defaults import DEFAULT_BEAM_SIZE, DEFAULT_VALID_USERS, GENERATOR_LOOP, LoopConfig
 
 
 @dataclass
@@ -189,6 +188,7 @@ def train_cli(
     weight_decay: WeightDecayOpt = GENERATOR_LOOP.weight_decay,
     patience: PatienceOpt = GENERATOR_LOOP.patience,
     validate_every: ValidateEveryOpt = GENERATOR_LOOP.validate_every,
+    log_every: LogEveryOpt = GENERATOR_LOOP.log_every,
     warmup_steps: WarmupStepsOpt = GENERATOR_LOOP.warmup_steps,
     valid_users: Annotated[int, typer.Option(help="Users validated after each epoch (a seeded sample when there "
                                                   "are more).")] = DEFAULT_VALID_USERS,
@@ -219,7 +219,7 @@ def train_cli(
                              history_encoding=history_encoding, samples=samples, label_smoothing=label_smoothing)
     loop = replace(GENERATOR_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                    patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
-                   precision=precision, seed=seed)
+                   precision=precision, seed=seed, log_every=log_every)
     r = train(data, codes, output, config=config, loop=loop, modalities=modalities, valid_users=valid_users,
               beam_size=beam_size, window_stride=window_stride, device=device, force=force, resume=resume,
               keep_checkpoint=keep_checkpoint)

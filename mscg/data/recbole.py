@@ -1,7 +1,7 @@
 """Converters from RecBole's file formats into mscg's items.jsonl + interactions.jsonl.
 
-Atomic files: `NAME.inter` (user_id, item_id, optional timestamp) and optional `NAME.item` (every
-other field becomes the item text, joined with ". ").
+Atomic files: `NAME.inter` (user_id, item_id, optional timestamp and rating) and optional `NAME.item`
+(every other field becomes the item text, joined with ". ").
 Sequence files: `NAME.{train,valid,test}.inter` (user_id, item_id_list, item_id) whose longest line per
 user is that user's whole sequence (file order = time order), optional `NAME.text`, and optional
 `NAME.item2index` / `NAME.user2index` that map the index tokens back to the original ids.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.resources
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ class Converted:
     items: list[dict]  # items.jsonl records, in order
     interactions: list[dict]  # interactions.jsonl records, in order
     format: str
+    ratings: list[float] | None = None  # one per interaction, when asked for and the source has them
 
 
 def resolve_source(source: str) -> Path:
@@ -102,13 +102,18 @@ def _column(header: list[tuple[str, str]], field: str, path: Path, required: boo
     return None
 
 
-def convert_atomic(source: Path, name: str) -> Converted:
+def convert_atomic(source: Path, name: str, *, ratings: bool = False) -> Converted:
+    """`ratings`: also read the `rating` column (for --min-rating; a source without one is refused)."""
     inter_path = source / f"{name}.inter"
     header, rows = read_atomic(inter_path)
     u_col = _column(header, "user_id", inter_path)
     i_col = _column(header, "item_id", inter_path)
     t_col = _column(header, "timestamp", inter_path, required=False)
-    interactions = []
+    r_col = _column(header, "rating", inter_path, required=False) if ratings else None
+    if ratings and r_col is None:
+        raise UsageError(f"{inter_path} has no `rating` column (it has {', '.join(f for f, _ in header)}), so "
+                         "--min-rating cannot filter it; drop --min-rating")
+    interactions, rating_values = [], []
     for line_no, values in rows:
         record = {"user_id": values[u_col], "item_id": values[i_col]}
         if not record["user_id"].strip() or not record["item_id"].strip():
@@ -118,6 +123,12 @@ def convert_atomic(source: Path, name: str) -> Converted:
                 record["timestamp"] = _number(values[t_col])
             except ValueError:
                 raise DataError(f"{inter_path} line {line_no}: timestamp {values[t_col]!r} is not a finite number; "
+                                "fix the line") from None
+        if r_col is not None:
+            try:
+                rating_values.append(float(_number(values[r_col])))
+            except ValueError:
+                raise DataError(f"{inter_path} line {line_no}: rating {values[r_col]!r} is not a finite number; "
                                 "fix the line") from None
         interactions.append(record)
 
@@ -142,7 +153,7 @@ def convert_atomic(source: Path, name: str) -> Converted:
         raise DataError(f"{inter_path} holds no interactions; add one `user_id<TAB>item_id` line per interaction")
     for record in interactions:
         items.setdefault(record["item_id"], {"item_id": record["item_id"]})
-    return Converted(list(items.values()), interactions, "atomic")
+    return Converted(list(items.values()), interactions, "atomic", rating_values if ratings else None)
 
 
 def _number(text: str) -> float | int:
@@ -228,16 +239,25 @@ def convert_sequence(source: Path, name: str) -> Converted:
     return Converted(list(items.values()), interactions, "sequence")
 
 
-def attach_images(items: list[dict], images: Path, pattern: str, out_dir: Path) -> int:
-    """Give each item whose image file exists an `image` path relative to out_dir. Returns the count."""
+def find_images(items: list[dict], images: Path, pattern: str) -> dict[str, Path]:
+    """{item_id: image file} for each item whose file `images/pattern` exists."""
+    check_image_options(images, pattern)
+    found = {}
+    for record in items:
+        path = images / pattern.format(item_id=record["item_id"])
+        if path.is_file():
+            found[record["item_id"]] = path
+    return found
+
+
+def check_image_options(images: Path, pattern: str) -> None:
+    """--images is a folder and --image-pattern names a file by {item_id}."""
     if not images.is_dir():
         raise UsageError(f"--images {images} is not a directory")
     if "{item_id}" not in pattern:
         raise UsageError("--image-pattern must contain {item_id}, e.g. \"{item_id}.jpg\"")
-    found = 0
-    for record in items:
-        path = images / pattern.format(item_id=record["item_id"])
-        if path.is_file():
-            record["image"] = os.path.relpath(path.resolve(), out_dir.resolve())
-            found += 1
-    return found
+    try:
+        pattern.format(item_id="1")
+    except (KeyError, IndexError, ValueError):
+        raise UsageError(f"--image-pattern {pattern!r} may hold only the placeholder {{item_id}}, e.g. "
+                         "\"{item_id}.jpg\"") from None

@@ -37,9 +37,9 @@ class IncrementalDecoder:
         self.model = model
         self.blocks = t5.decoder.block
         self.final_norm = t5.decoder.final_layer_norm
-        self.n_heads = t5.config.num_heads
-        self.d_kv = t5.config.d_kv
-        self.scale = model.config.d_model ** -0.5 if t5.config.tie_word_embeddings else 1.0
+        self.n_heads = self.blocks[0].layer[0].SelfAttention.n_heads
+        self.d_kv = self.blocks[0].layer[0].SelfAttention.key_value_proj_dim
+        self.scale = model.output_scale
         B, T, _ = states.shape
         # Cross-attention keys/values once per user: (B, h, T, d_kv); padding masked as -inf.
         self.cross = []
@@ -112,8 +112,6 @@ class IncrementalDecoder:
 def _feed_forward(layer, x: torch.Tensor) -> torch.Tensor:
     """T5LayerFF in inference: x + wo(relu(wi(norm(x)))), the ReLU in place (no second d_ff-wide tensor)."""
     dense = layer.DenseReluDense
-    if not (type(dense).__name__ == "T5DenseActDense" and isinstance(dense.act, torch.nn.ReLU)):
-        return layer(x)  # gated or other activations: T5's own module
     return x + dense.wo(dense.wi(layer.layer_norm(x)).relu_())
 
 
@@ -158,11 +156,13 @@ def last_level_log_probs(model: Generator, decoder: IncrementalDecoder, tokens: 
 
 
 @torch.no_grad()
-def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie,
-                beam_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_size: int,
+                banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """history: (B, H, S) tokens -> items (B, beam_size) (-1 where fewer items exist), scores (B, beam_size).
 
-    Items are sorted by score, best first.
+    Items are sorted by score, best first. `banned` (B, n_items) bool: items a user must not get (e.g. the
+    history's); the search drops every prefix that leads only to banned items, so its beams stay on the
+    others, whose scores are those of the unrestricted search (normalised over the trie's children).
     """
     B = history.shape[0]
     device = history.device
@@ -172,6 +172,7 @@ def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie,
     scores = torch.zeros(B, 1, device=device)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # everybody at the root
     users = torch.arange(B, device=device)[:, None]
+    dead = trie.dead_nodes(banned.to(device)) if banned is not None else None  # per level (B, n_nodes)
     for level in range(trie.depth):
         K = nodes.shape[1]
         children = trie.children(level, nodes, as_long=False)  # (B, K, size) int32
@@ -183,6 +184,9 @@ def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie,
             logp = model.level_log_probs(hidden.reshape(B * K, -1), level, allowed.reshape(B * K, -1))
         size = logp.shape[-1]
         candidates = (scores[..., None] + logp.view(B, K, size)).view(B, K * size)  # (B, K*size)
+        if dead is not None:
+            gone = dead[level].gather(1, children.view(B, K * size).clamp(min=0).long()) & (children.view(B, -1) >= 0)
+            candidates = candidates.masked_fill(gone, float("-inf"))
         scores, flat = top_width(candidates, min(beam_size, K * size))  # (B, K')
         origin, code = flat // size, flat % size
         nodes = children.view(B, K * size).gather(1, flat).long()

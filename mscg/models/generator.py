@@ -25,92 +25,31 @@ or over the whole vocabulary ("off").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mscg.models.config import JsonConfig
-from mscg.models.t5_passes import decoder_pass, encoder_pass
-from mscg.models.vocabulary import BOS, PAD, Vocabulary
+from mscg.models.generator_config import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, GeneratorConfig
+from mscg.models.t5 import T5, embedding, normal_
+from mscg.models.vocabulary import BOS, PAD
 
-CONSTRAINTS = ("trie", "level", "off")
-HISTORY_ENCODINGS = ("items", "tokens")
-SAMPLES = ("prefix", "window")
-
-
-@dataclass
-class GeneratorConfig(JsonConfig):
-    """The generator's architecture; its defaults are `mscg train`'s. The vocabulary and the input
-    modalities come from the codes artifact (`train` fills them in)."""
-
-    vocabulary: dict[str, Any] = field(default_factory=dict)
-    modalities: list[str] = field(default_factory=list)  # input modalities, in vocabulary order
-    decode_modality: str = "collab"
-    max_history: int = 20
-    d_model: int = 128
-    n_layers: int = 2  # encoder layers
-    n_decoder_layers: int | None = None  # None: as many as n_layers
-    n_heads: int = 4
-    d_ff: int = 512
-    dropout: float = 0.1
-    dual_positions: bool = True
-    history_encoding: str = "items"  # "items": one encoder position per history item; "tokens": per code token
-    constraint: str = "trie"  # one of CONSTRAINTS
-    modality_mask_prob: float = 0.1
-    samples: str = "prefix"  # one of SAMPLES: how it was trained, and so how its encoder attends (see NOTE)
-    label_smoothing: float = 0.0  # training loss: this share of each target spread over the permitted tokens
-    model_type: str = "mscg-generator"
-
-    def __post_init__(self) -> None:
-        if self.n_decoder_layers is None:
-            self.n_decoder_layers = self.n_layers
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> GeneratorConfig:
-        if obj.get("extra") == {}:  # written (empty, never read) by mscg 0.1.0
-            obj = {k: v for k, v in obj.items() if k != "extra"}
-        return super().from_json(obj)
-
-    @property
-    def vocab(self) -> Vocabulary:
-        return Vocabulary.from_json(self.vocabulary)
-
-    def input_columns(self) -> list[int]:
-        vocab = self.vocab
-        return [c for m in vocab.modalities if m in self.modalities for c in vocab.columns_of(m)]
-
-    def t5_config(self):
-        """The transformers T5Config of this architecture (transformers is imported here, not at start-up)."""
-        from transformers import T5Config
-
-        return T5Config(
-            vocab_size=self.vocab.size, d_model=self.d_model, d_kv=self.d_model // self.n_heads, d_ff=self.d_ff,
-            num_layers=self.n_layers, num_decoder_layers=self.n_decoder_layers, num_heads=self.n_heads,
-            dropout_rate=self.dropout, feed_forward_proj="relu", pad_token_id=PAD, decoder_start_token_id=BOS,
-            eos_token_id=None, tie_word_embeddings=True, relative_attention_num_buckets=32,
-            relative_attention_max_distance=max(128, self.max_history * len(self.input_columns())),
-        )
+__all__ = ["CONSTRAINTS", "HISTORY_ENCODINGS", "SAMPLES", "Generator", "GeneratorConfig", "first_real_column"]
 
 
 class Generator(nn.Module):
     def __init__(self, config: GeneratorConfig):
-        from transformers import T5ForConditionalGeneration
-
         super().__init__()
         self.config = config
         vocab = config.vocab
-        self.t5 = T5ForConditionalGeneration(config.t5_config())
+        self.t5 = T5(**config.t5_kwargs())  # transformers' T5 layout and init, in plain torch (models/t5.py)
         self.input_columns = config.input_columns()
         n_slots = len(self.input_columns)
-        self.item_position = nn.Embedding(config.max_history, config.d_model)
-        nn.init.normal_(self.item_position.weight, std=1.0)
+        self.item_position = embedding(config.max_history, config.d_model)
+        normal_(self.item_position.weight)
         self.slot = None
         if config.history_encoding == "tokens":
-            self.slot = nn.Embedding(n_slots, config.d_model)
-            nn.init.normal_(self.slot.weight, std=1.0)
+            self.slot = embedding(n_slots, config.d_model)
+            normal_(self.slot.weight)
 
         decode_slots = vocab.slots_of(config.decode_modality)
         self.n_levels = len(decode_slots)
@@ -118,11 +57,9 @@ class Generator(nn.Module):
         self.level_offsets = [s.offset for s in decode_slots]
         width = max(self.level_sizes)
         # (D, width): the vocabulary id of local code k at decode level j; `level_valid` masks the padding.
-        index = torch.zeros(self.n_levels, width, dtype=torch.long)
-        valid = torch.zeros(self.n_levels, width, dtype=torch.bool)
-        for j, s in enumerate(decode_slots):
-            index[j, : s.size] = torch.arange(s.offset, s.offset + s.size)
-            valid[j, : s.size] = True
+        # Built from lists: on the meta device (check_weights) indexing and arange import torch's compiler.
+        index = torch.tensor([[s.offset + k if k < s.size else 0 for k in range(width)] for s in decode_slots])
+        valid = torch.tensor([[k < s.size for k in range(width)] for s in decode_slots])
         self.register_buffer("level_token", index, persistent=False)
         self.register_buffer("level_valid", valid, persistent=False)
         self.register_buffer("slot_modality", torch.tensor(
@@ -156,7 +93,8 @@ class Generator(nn.Module):
                 x = x + position[None, :, None] + self.slot.weight[None, None]  # (B, H', S, C)
             x = x.reshape(B, Hp * S, -1)  # (B, T, C)
             mask = (history != PAD).reshape(B, Hp * S).long()
-        states = self.t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (B, T, C)
+        T = x.shape[1]
+        states = self.t5.encode(x, mask.bool()[:, None, :].expand(B, T, T))  # (B, T, C): padding keys masked
         return states, mask
 
     def causal_states(self, history: torch.Tensor) -> torch.Tensor:
@@ -170,23 +108,16 @@ class Generator(nn.Module):
         causal = torch.ones(H, H, dtype=torch.bool, device=history.device).tril()
         eye = torch.eye(H, dtype=torch.bool, device=history.device)
         allowed = (causal & real_item[:, None, :]) | eye  # (B, H, H): padding rows see themselves only
-        return encoder_pass(self.t5, x, allowed)
+        return self.t5.encode(x, allowed)
 
     # ---- decoder -------------------------------------------------------------------------------
-    def decode(self, tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, cache=None) -> torch.Tensor:
-        """tokens: (N, t) decoder inputs -> (N, t, C) output states, scaled as T5 scales before lm_head.
-
-        A window model's start token gets the state of the history's last position (see NOTE; no cache).
-        """
-        if self.config.samples == "window":
-            rows = torch.arange(len(states), device=states.device)
-            return decoder_pass(self.t5, tokens, states, rows, mask.bool(), start=states[:, -1]) * self.output_scale
-        out = self.t5.decoder(input_ids=tokens, encoder_hidden_states=states, encoder_attention_mask=mask,
-                              cache=cache, use_cache=cache is not None)
-        hidden = out.last_hidden_state
-        if self.t5.config.tie_word_embeddings:
-            hidden = hidden * (self.config.d_model ** -0.5)
-        return hidden
+    def decode(self, tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens: (N, t) decoder inputs, states (N, T, C), mask (N, T) -> (N, t, C) output states, scaled
+        as T5 scales before lm_head. A window model's start token gets the state of the history's last
+        position (see NOTE)."""
+        start = states[:, -1] if self.config.samples == "window" else None
+        rows = torch.arange(len(states), device=states.device)
+        return self.t5.decode(tokens, states, rows, mask.bool(), start=start) * self.output_scale
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """(N, C) -> (N, size_level) logits of the local codes of one decode level."""
@@ -229,7 +160,7 @@ class Generator(nn.Module):
     @property
     def output_scale(self) -> float:
         """T5 scales the decoder output before a tied lm head."""
-        return self.config.d_model ** -0.5 if self.t5.config.tie_word_embeddings else 1.0
+        return self.t5.output_scale
 
     def window_loss(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
                     valid: torch.Tensor) -> torch.Tensor:
@@ -244,8 +175,8 @@ class Generator(nn.Module):
         real_item = (history != PAD).any(dim=2)  # (B, H)
         user, position = valid.nonzero(as_tuple=True)  # (N,) each: the targets, padding left out
         sees = (torch.arange(H, device=history.device)[None] <= position[:, None]) & real_item[user]  # (N, H)
-        hidden = decoder_pass(self.t5, decoder_input[user, position], states, user, sees,
-                              start=states[user, position]) * self.output_scale  # (N, D, C)
+        hidden = self.t5.decode(decoder_input[user, position], states, user, sees,
+                                start=states[user, position]) * self.output_scale  # (N, D, C)
         if not len(user):
             return hidden.sum() + 0.0 * states.sum()  # no target in this batch: zero, every parameter in the graph
         return self.sequence_loss(hidden, target[user, position], allowed[user, position])

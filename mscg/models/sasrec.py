@@ -9,27 +9,16 @@ public reproductions find markedly stronger. Pre-LayerNorm blocks, GELU feed-for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mscg.models.config import JsonConfig
+from mscg.models.sasrec_config import SASRecConfig
+
+__all__ = ["INIT_STD", "PAD_ITEM", "SASRec", "SASRecConfig"]
 
 PAD_ITEM = 0  # item index i is stored as i + 1; 0 pads the left of short histories
 INIT_STD = 0.02
-
-
-@dataclass
-class SASRecConfig(JsonConfig):
-    n_items: int
-    max_history: int = 50
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.2
-    model_type: str = "sasrec"
 
 
 class CausalBlock(nn.Module):

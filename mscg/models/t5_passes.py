@@ -1,12 +1,12 @@
-"""T5 encoder and decoder passes over a transformers T5's own weights, with attention masks of our choosing.
+"""T5 encoder and decoder passes over the weights of mscg.models.t5.T5, with attention masks of our choosing.
 
-transformers' T5 builds its masks itself (padding for the encoder, causal for the decoder). Training on
-every target of a history window in one pass needs two others: a causal encoder (position t sees items
-<= t), and a decoder whose rows, one code sequence per target, each see only the encoder positions up to
-their own. The arithmetic is T5's: pre-RMSNorm blocks, the first block's relative position bias shared by
-every block, no 1/sqrt(d) scaling, ReLU feed-forward, dropout where T5 has it, padding masked with the
-dtype's minimum. The tests check these passes against transformers' own forward.
-"""
+They are T5's forward (models/t5.py builds its `encode`, `decode` and `forward` from them): a padding
+mask gives T5's encoder, a causal one its decoder, and training on every target of a history window in
+one pass needs two others: a causal encoder (position t sees items <= t), and a decoder whose rows, one
+code sequence per target, each see only the encoder positions up to their own. The arithmetic is T5's:
+pre-RMSNorm blocks, the first block's relative position bias shared by every block, no 1/sqrt(d) scaling,
+ReLU feed-forward, dropout where T5 has it, padding masked with the dtype's minimum. The tests check these
+passes against transformers' own forward (bit for bit on the CPU)."""
 
 from __future__ import annotations
 

@@ -20,12 +20,12 @@ from mscg.errors import DataError
 from mscg.generator_recommender import DEFAULT_BEAM_SIZE, GeneratorRecommender, generator_parts
 from mscg.models.generator import Generator, GeneratorConfig
 from mscg.training import distributed as dist
+from mscg.training.defaults import DEFAULT_VALID_USERS
+from mscg.training.defaults import GENERATOR_LOOP as GENERATOR_LOOP  # its home before defaults.py
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
 from mscg.training.validation import popularity_thirds, validation_sums
 
 # `mscg train`'s training defaults (the model's are GeneratorConfig's).
-GENERATOR_LOOP = LoopConfig(epochs=30, batch_size=256, lr=2e-3, weight_decay=0.01, patience=5)
-DEFAULT_VALID_USERS = 10_000  # validated after each epoch (a seeded sample when there are more)
 
 
 def default_window_stride(max_history: int) -> int:

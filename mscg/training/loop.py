@@ -8,6 +8,11 @@ resume checkpoints in the output's partial directory.
 
 Resume is exact on CPU: the checkpoint holds model, optimizer, scheduler, RNG state and the position
 inside the epoch, and each epoch's sample order is a pure function of (seed, epoch).
+
+Training records: every epoch adds a `history` entry (its mean training loss, the learning rate of its last
+step, and the validation metrics where it validated), every `log_every` optimizer steps a `steps` entry (the
+mean loss since the previous one, the learning rate of that step). They live in the loop state, so a resumed
+run continues them; recording reads values the loop computes anyway (no random numbers, no other math).
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ import contextlib
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
@@ -29,50 +33,15 @@ from torch.utils.data import DistributedSampler
 
 from mscg.errors import DataError, UsageError
 from mscg.training import distributed as dist
+from mscg.training.defaults import DEFAULT_LOG_EVERY, LoopConfig
 
 RESUME_FILE = "resume.pt"
-PRECISIONS = ("bf16", "fp32")
 
 
 class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-
-@dataclass
-class LoopConfig:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.02
-    warmup_steps: int | None = None  # linear warm-up steps; None: warmup_fraction of all steps
-    min_lr_ratio: float = 0.1
-    patience: int = 5  # validations without a better metric before stopping (never before warm-up ends)
-    validate_every: int = 1  # epochs between validations (the last epoch is always validated)
-    grad_clip: float = 1.0
-    seed: int = 0
-    precision: str = "fp32"  # on CUDA: "fp32" or "bf16" (autocast); the CPU always trains in fp32
-    # also checkpointed at every epoch end; MSCG_CHECKPOINT_SECONDS overrides the default
-    checkpoint_seconds: float = field(default_factory=lambda: _env_seconds("MSCG_CHECKPOINT_SECONDS", 300.0))
-
-    def check(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 < self.lr < math.inf:
-            raise UsageError("--lr must be a positive number")
-        if not 0 <= self.weight_decay < math.inf:
-            raise UsageError("--weight-decay must be a number >= 0")
-        if self.patience < 1:
-            raise UsageError("--patience must be at least 1")
-        if self.validate_every < 1:
-            raise UsageError("--validate-every must be at least 1")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise UsageError("--warmup-steps must be 0 or more")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"--precision {self.precision!r} must be one of: {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -99,18 +68,21 @@ class LoopResult:
     samples_per_second: float = 0.0
     targets_per_second: float | None = None  # where a sample holds several targets (generator windows)
     precision: str = "fp32"  # the arithmetic training ran in
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: RECORD_KEYS + validation metrics
+    step_log: list[dict[str, Any]] = field(default_factory=list)  # every log_every steps: step, epoch, loss, lr
+    log_every: int = DEFAULT_LOG_EVERY
 
     def best_scores(self) -> dict[str, float]:
         """The validation metrics of the best epoch (empty without validation)."""
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), {})
-        return {k: v for k, v in best.items() if k != "epoch"}
+        return {k: v for k, v in best.items() if k not in RECORD_KEYS}
 
     def summary(self) -> dict[str, Any]:
         """What a model directory records about its training."""
         out = {"best_epoch": self.best_epoch, "best_valid_metric": self.best_metric, "epochs_run": self.epochs_run,
                "seconds": round(self.seconds, 2), "samples_per_second": round(self.samples_per_second, 1),
-               "precision": self.precision, "history": self.history}
+               "precision": self.precision, "history": self.history, "log_every": self.log_every,
+               "steps": self.step_log}
         if self.targets_per_second is not None:
             out["targets_per_second"] = round(self.targets_per_second, 1)
         return out
@@ -155,11 +127,11 @@ def train_loop(
     result.precision = "bf16" if bf16 else "fp32"
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
-             "bad_validations": 0, "history": []}
+             "bad_validations": 0, "history": [], **_fresh_records()}
     best_state: dict[str, torch.Tensor] | None = None
     # The budget (epochs, patience, validation interval) may change on resume: a finished or stopped run
     # continues with a larger one (its learning-rate decay then stretches over the new budget).
-    run_time = ("checkpoint_seconds", "epochs", "patience", "validate_every")
+    run_time = ("checkpoint_seconds", "epochs", "patience", "validate_every", "log_every")
     knobs = {k: v for k, v in asdict(config).items() if k not in run_time}
     fingerprint = json.loads(json.dumps({"loop": knobs, **(fingerprint or {})}, default=str))
     ckpt_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
@@ -189,6 +161,7 @@ def train_loop(
             loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip)
+            step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.step()
             scheduler.step()
             state["step"] += 1
@@ -196,13 +169,15 @@ def train_loop(
             samples_seen += len(batches[b])
             if after_step is not None:
                 after_step(core, state["step"], total_steps)
+            step_loss = float(loss.detach())
+            _record_step(state, epoch + 1, step_loss, step_lr, config.log_every)
             yield Event("step", epoch=epoch, step=state["step"], total_steps=total_steps,
-                        loss=float(loss.detach()), lr=scheduler.get_last_lr()[0])
+                        loss=step_loss, lr=scheduler.get_last_lr()[0])
             if ckpt_path is not None and time.monotonic() - last_checkpoint > config.checkpoint_seconds:
                 _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
                 last_checkpoint = time.monotonic()
         # End of epoch: validate (every validate_every epochs, and the last), keep the best weights, maybe stop.
-        value, is_best = None, False
+        value, is_best, scores = None, False, {}
         if validate is not None and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
             model.eval()
             with torch.no_grad(), autocast:
@@ -224,12 +199,10 @@ def train_loop(
             else:
                 state["bad_validations"] += 1
                 stop = state["bad_validations"] >= config.patience and state["step"] >= warmup
-            state["history"].append({"epoch": epoch + 1, **{k: round(v, 6) for k, v in scores.items()}})
+        state["history"].append({**_epoch_record(state, epoch + 1), **{k: round(v, 6) for k, v in scores.items()}})
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
-        result.epochs_run, result.steps = state["epoch"], state["step"]
-        result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
-        result.history = list(state["history"])
+        _fill(result, state, config)
         yield Event("epoch", epoch=epoch + 1, step=state["step"], total_steps=total_steps,
                     metric=value, is_best=is_best, info={"stopping": stop})
         if ckpt_path is not None:
@@ -239,9 +212,7 @@ def train_loop(
     if best_state is not None:
         core.load_state_dict(best_state)
     # (again here: a resumed run whose epochs were all done runs none above)
-    result.epochs_run, result.steps = state["epoch"], state["step"]
-    result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
-    result.history = list(state["history"])
+    _fill(result, state, config)
     result.seconds = time.perf_counter() - started
     result.samples_per_second = samples_seen * dist.world_size() / max(result.seconds, 1e-9)
     yield Event("done", epoch=state["epoch"], step=state["step"], total_steps=total_steps,
@@ -249,17 +220,58 @@ def train_loop(
     return result
 
 
+RECORD_KEYS = ("epoch", "step", "loss", "lr")  # a history entry's training record; the rest: validation metrics
+
+
+def _fresh_records() -> dict[str, Any]:
+    """The loop state's training records: step records, and the loss sums they and the epoch's entry average."""
+    return {"steps_log": [], "window_loss": 0.0, "window_steps": 0, "epoch_loss": 0.0, "epoch_steps": 0,
+            "epoch_lr": None}
+
+
+def _significant(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _record_step(state: dict[str, Any], epoch: int, loss: float, lr: float, log_every: int) -> None:
+    """Add a step's loss to the sums; every `log_every` steps a step record (mean loss since the last one).
+
+    NOTE: under torchrun the loss is this rank's (the writing rank 0's), not an average over the ranks.
+    """
+    state["window_loss"] += loss
+    state["window_steps"] += 1
+    state["epoch_loss"] += loss
+    state["epoch_steps"] += 1
+    state["epoch_lr"] = lr
+    if state["step"] % log_every == 0:
+        state["steps_log"].append({"step": state["step"], "epoch": epoch,
+                                   "loss": _significant(state["window_loss"] / state["window_steps"]),
+                                   "lr": _significant(lr)})
+        state["window_loss"], state["window_steps"] = 0.0, 0
+
+
+def _epoch_record(state: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """The epoch's history entry without its validation metrics; resets the epoch's sums."""
+    n = state["epoch_steps"]
+    record = {"epoch": epoch, "step": state["step"],
+              "loss": _significant(state["epoch_loss"] / n) if n else None,
+              "lr": _significant(state["epoch_lr"]) if state["epoch_lr"] is not None else None}
+    state["epoch_loss"], state["epoch_steps"], state["epoch_lr"] = 0.0, 0, None
+    return record
+
+
+def _fill(result: LoopResult, state: dict[str, Any], config: LoopConfig) -> None:
+    result.epochs_run, result.steps = state["epoch"], state["step"]
+    result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
+    result.history = list(state["history"])
+    result.step_log = list(state["steps_log"])
+    result.log_every = config.log_every
+
+
 def with_model(events: Generator[Event, None, LoopResult], model: torch.nn.Module):
     """The loop's events, returning (model, LoopResult): what every fit hands back."""
     result = yield from events
     return model, result
-
-
-def _env_seconds(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        raise UsageError(f"{name}={os.environ[name]!r} must be a number of seconds") from None
 
 
 def warmup_steps(total_steps: int, config: LoopConfig) -> int:

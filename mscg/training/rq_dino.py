@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mscg.encoders.augment import MultiCrop, centre_view
 from mscg.encoders.image import efficientnet_lite0
 from mscg.models.rq_dino import RQDINO, RQDINOConfig
 from mscg.training import distributed as dist
-from mscg.training.loop import RESUME_FILE, Event, LoopConfig, train_loop
+from mscg.training.loop import DEFAULT_LOG_EVERY, RESUME_FILE, Event, LoopConfig, train_loop
 from mscg.training.rqvae import RESTART_UNTIL
 
 TARGET_VIEWS = 6_000  # default epochs: about this many images per run (at least 2, at most 100 epochs)
@@ -37,6 +37,7 @@ class RQDINOTraining:
     lr: float = 5e-4
     teacher_momentum: float | None = None  # default: `default_teacher_momentum`
     skip_bad_images: bool = False  # unreadable image files count as "no image" (read by the command)
+    log_every: int = DEFAULT_LOG_EVERY  # optimizer steps between training records (not part of the plan)
 
 
 def default_epochs(n_images: int) -> int:
@@ -151,7 +152,8 @@ def fit_rq_dino(config: RQDINOConfig, training: RQDINOTraining, images: list[tor
         model.to(device)
         features = yield from centre_pass(model, images, device, what="features", description="k-means init")
         model.initialize(features.to(device), seed=seed)
-    result = yield from train_loop(model, source, plan.loop(seed), device=device, checkpoint_dir=checkpoint_dir,
+    loop = replace(plan.loop(seed), log_every=int(training.log_every))
+    result = yield from train_loop(model, source, loop, device=device, checkpoint_dir=checkpoint_dir,
                                    resume=resume, after_step=after_step,
                                    fingerprint={"model": config.to_json(), **(fingerprint or {}),
                                                 "training": plan.record()})

@@ -20,9 +20,24 @@ def fit_rq_kmeans(config: RQKMeansConfig, training: None, vectors: torch.Tensor,
     The signature is every embedding quantizer's (`mscg.quantizers`); k-means has no training options,
     no device placement and nothing to resume.
 
-    Returns (the model, an empty training summary), as a fit like the trained quantizers'.
+    Returns (the model, a training summary: per level the mean squared residual left after that level's
+    nearest centre, i.e. k-means' inertia per vector), as a fit like the trained quantizers'.
     """
     yield from ()  # no events: k-means has no training loop
     model = RQKMeans(config)
-    model.rq.init_kmeans(model.prepare(vectors), seed=seed)
-    return model, {}
+    z = model.prepare(vectors)
+    model.rq.init_kmeans(z, seed=seed)
+    return model, {"levels": level_records(model, z)}
+
+
+@torch.no_grad()
+def level_records(model: RQKMeans, z: torch.Tensor) -> list[dict[str, Any]]:
+    """[{"level": 1.., "mean_squared_residual": ...}]: what each level leaves of the vectors z (N, D)."""
+    residual = z.detach().float().cpu()
+    records = []
+    for level, codebook in enumerate(model.rq.codebooks):
+        centres = codebook.detach().float().cpu()
+        residual = residual - centres[model.rq.nearest(residual, centres)]
+        records.append({"level": level + 1,
+                        "mean_squared_residual": float(f"{float(residual.pow(2).sum(1).mean()):.6g}")})
+    return records

@@ -15,7 +15,7 @@ import torch
 from mscg.errors import DataError
 from mscg.models.rqvae import RQVAE, RQVAEConfig
 from mscg.training import distributed as dist
-from mscg.training.loop import Event, LoopConfig, train_loop
+from mscg.training.loop import DEFAULT_LOG_EVERY, Event, LoopConfig, train_loop
 
 MIN_STEPS = 3_000  # optimisation steps at least, however small the catalogue
 MIN_EPOCHS = 20  # passes over the catalogue at least, however large
@@ -32,6 +32,7 @@ class RQVAETraining:
     epochs: int | None = None  # passes over the catalogue (default: `schedule`)
     batch_size: int | None = None  # default: `default_batch_size`
     lr: float = 1e-3
+    log_every: int = DEFAULT_LOG_EVERY  # optimizer steps between training records
 
 
 def default_batch_size(n_items: int) -> int:
@@ -104,7 +105,8 @@ def fit_rqvae(config: RQVAEConfig, training: RQVAETraining, vectors: torch.Tenso
               ) -> Generator[Event, None, tuple[RQVAE, dict[str, Any]]]:
     """Train an RQ-VAE on `vectors` (N, dim) of the items `item_ids` (read from `source`, for messages).
 
-    Yields the loop's events; returns (the model, a summary of its training for meta.json).
+    Yields the loop's events; returns (the model, a summary of its training for meta.json). Its records
+    count loop epochs (`passes_per_loop_epoch` passes over the catalogue each).
     """
     vectors = vectors.detach().to(torch.float32).cpu()
     n_items = len(vectors)
@@ -114,7 +116,8 @@ def fit_rqvae(config: RQVAEConfig, training: RQVAETraining, vectors: torch.Tenso
     lr = float(training.lr)
     # Under torchrun the batch is per process: plan with the global batch so the step budget holds.
     epochs, repeats = schedule(n_items, batch_size * dist.world_size(), training.epochs)
-    loop = LoopConfig(epochs=epochs // repeats, batch_size=batch_size, lr=lr, seed=seed, precision="bf16")
+    loop = LoopConfig(epochs=epochs // repeats, batch_size=batch_size, lr=lr, seed=seed, precision="bf16",
+                      log_every=int(training.log_every))
     loop.check()  # before the k-means initialisation
     torch.manual_seed(seed)
     model = RQVAE(config)
@@ -132,6 +135,6 @@ def fit_rqvae(config: RQVAEConfig, training: RQVAETraining, vectors: torch.Tenso
                                    checkpoint_dir=checkpoint_dir, resume=resume, fingerprint=fingerprint,
                                    after_step=after_step)
     summary = {**result.summary(), "epochs_run": result.epochs_run * repeats, "passes_per_loop_epoch": repeats,
-               "steps": result.steps, "batch_size": batch_size, "lr": lr,
+               "optimizer_steps": result.steps, "batch_size": batch_size, "lr": lr,
                "dead_code_restarts": sum(restarted)}  # in this process (not counting before a resume)
     return model, summary

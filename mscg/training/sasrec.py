@@ -16,11 +16,11 @@ from mscg.errors import DataError
 from mscg.models.sasrec import SASRec, SASRecConfig
 from mscg.recommenders import SASRecRecommender
 from mscg.training import distributed as dist
+from mscg.training.defaults import SASREC_LOOP as SASREC_LOOP  # its home before defaults.py
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
 from mscg.training.validation import popularity_thirds, validation_sums
 
 # `mscg collab`'s training defaults (the model's are SASRecConfig's).
-SASREC_LOOP = LoopConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)
 
 
 def content_start(emb, item_ids: list[str], d_model: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -108,6 +108,32 @@ def test_an_old_model_folder_still_loads(pipe, tmp_path):
                    "pass --codes")
 
 
+# ---- the history's items: left out by default, kept with --include-history ----------------------------------
+
+@pytest.mark.parametrize("model", ["generator", "sasrec"])
+def test_history_items_are_left_out_unless_included(pipe, tmp_path, model):
+    """The whole catalogue asked for: by default every item but the history's (as `--exclude-history`
+    says explicitly), with --include-history every item."""
+    path, everything = getattr(pipe, model), "40"  # the synthetic catalogue's size
+    histories = jsonl(tmp_path / "h.jsonl", LINES)
+    default = recommend(path, histories, tmp_path / "default.jsonl", "-k", everything)
+    assert recommend(path, histories, tmp_path / "explicit.jsonl", "-k", everything, "--exclude-history") == default
+    kept = recommend(path, histories, tmp_path / "kept.jsonl", "-k", everything, "--include-history")
+    for line, unseen, every in zip(LINES, default, kept):
+        assert len(every["items"]) == 40 and set(line["history"]) <= set(every["items"])
+        assert sorted(unseen["items"]) == sorted(set(every["items"]) - set(line["history"]))
+
+
+def test_evaluate_says_which_protocol_it_used(pipe, tmp_path):
+    for flag, words, excluded in (([], "history items kept in the ranking (paper protocol", False),
+                                  (["--exclude-history"], "history items excluded from the ranking", True)):
+        result = invoke("evaluate", pipe.sasrec, "-d", pipe.data, "-o", tmp_path / f"{excluded}.json", "--device",
+                        "cpu", *flag)
+        assert result.exit_code == 0, result.output
+        assert words in result.stderr
+        assert json.loads((tmp_path / f"{excluded}.json").read_text())["exclude_history"] is excluded
+
+
 # ---- batches: bad lines, ids as numbers, users without a known item -----------------------------------------
 
 BATCH = [

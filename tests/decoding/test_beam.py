@@ -129,3 +129,22 @@ def test_last_level_runs_the_decoder_only_where_a_prefix_has_several_items(monke
     ref_items, ref_scores = beam_search(model, history, trie, 20)
     assert torch.equal(items, ref_items)
     assert torch.allclose(scores, ref_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("constraint", ["trie", "off"])
+def test_banned_items_take_no_beam_and_keep_their_scores(constraint):
+    """With every item searched (beam = catalogue), banning some leaves exactly the unrestricted list less
+    them, scores unchanged; with a narrow beam, no banned item comes back and the beam is still full."""
+    model, tokens, collab, sizes = make_model(constraint)
+    trie = CodeTrie(collab, sizes)
+    history = tokens[torch.randint(0, 120, (4, 5), generator=torch.Generator().manual_seed(2))]
+    everything, all_scores = beam_search(model, history, trie, 120)
+    banned = torch.zeros(4, 120, dtype=torch.bool)
+    banned[torch.arange(4)[:, None], everything[:, :30:2]] = True  # every other of each user's top 30
+    items, scores = beam_search(model, history, trie, 120, banned=banned)
+    for row in range(4):
+        kept = ~banned[row, everything[row]]
+        assert torch.equal(items[row, :int(kept.sum())], everything[row][kept])
+        assert torch.allclose(scores[row, :int(kept.sum())], all_scores[row][kept], atol=1e-5)
+    narrow, _ = beam_search(model, history, trie, 10, banned=banned)
+    assert (narrow >= 0).all() and not banned.gather(1, narrow).any()

@@ -1,6 +1,7 @@
 """The generator: constrained loss, trie, beam search (every result is a real item), incremental decoding."""
 
 import itertools
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +12,10 @@ from mscg.data.samples import HistoryTokens, mask_modalities
 from mscg.decoding.beam import IncrementalDecoder, beam_search
 from mscg.decoding.trie import CodeTrie
 from mscg.models.generator import Generator, GeneratorConfig
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from benchmarks._common import transformers_t5  # noqa: E402
 
 
 def make_codes(n_items=60, sizes=(4, 3), seed=0):
@@ -67,12 +72,13 @@ def test_constrained_loss_equals_brute_force_renormalised_cross_entropy(constrai
     targets = torch.randint(0, 60, (6,))
     allowed = trie.allowed_along(targets)
     loss = model(history, collab[targets], allowed)
-    # brute force: full-vocabulary logits from HF T5, renormalised over the permitted set of each step
+    # brute force: full-vocabulary logits from transformers' T5 on the same weights, renormalised over the
+    # permitted set of each step
     states, mask = model.encode(history)
     slots = vocab.slots_of("collab")
     target_tokens = torch.stack([collab[targets][:, j] + slots[j].offset for j in range(len(slots))], dim=1)
     decoder_input = torch.cat([torch.full((6, 1), BOS), target_tokens[:, :-1]], dim=1)
-    out = model.t5(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_input)
+    out = transformers_t5(model)(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=decoder_input)
     logits = out.logits  # (B, D, V)
     expected = []
     for b in range(6):
@@ -217,7 +223,7 @@ def window_batch(tokens, trie, collab, seed=0):
 @pytest.mark.parametrize("constraint", ["trie", "off"])
 def test_window_loss_is_the_mean_of_the_prefix_losses_of_the_same_targets(constraint):
     """One pass over a window == a brute-force loop that feeds each target's own prefix to the same causal
-    model (through transformers' T5 decoder, not the window pass)."""
+    model (the prefix path: the whole decoder over each prefix's encoder states)."""
     model, tokens, trie, collab = window_model(constraint)
     history, target, allowed, valid = window_batch(tokens, trie, collab)
     one_pass = model(history, target, allowed, valid)
@@ -247,29 +253,6 @@ def test_no_window_target_sees_a_later_item():
     changed_hidden = decoder_pass(model.t5, dec_input, changed_states, user, sees).view(hidden.shape)
     assert torch.allclose(hidden[:, :3], changed_hidden[:, :3], atol=1e-6)
     assert not torch.allclose(hidden[:, 3:], changed_hidden[:, 3:], atol=1e-3)
-
-
-def test_t5_passes_are_transformers_t5():
-    """The encoder and decoder passes compute what transformers' T5 computes on the same weights and masks."""
-    from mscg.models.t5_passes import decoder_pass, encoder_pass
-
-    model, _, tokens, _, _ = make_model(encoding="items")
-    t5 = model.t5
-    x = torch.randn(3, 7, 32, generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(3, 7, dtype=torch.long)
-    mask[0, :2] = 0
-    expected = t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
-    got = encoder_pass(t5, x, mask.bool()[:, None, :].expand(3, 7, 7))
-    assert torch.allclose(got[1:], expected[1:], atol=1e-6) and torch.allclose(got[0, 2:], expected[0, 2:], atol=1e-6)
-    decoder_input = torch.randint(2, int(tokens.max()), (3, 4), generator=torch.Generator().manual_seed(2))
-    expected = t5.decoder(input_ids=decoder_input, encoder_hidden_states=expected,
-                          encoder_attention_mask=mask).last_hidden_state
-    states = t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
-    got = decoder_pass(t5, decoder_input, states, torch.arange(3), mask.bool())
-    assert torch.allclose(got, expected, atol=1e-6)
-    rows = torch.tensor([2, 0, 2])  # sequences may read any user's states, in any order
-    assert torch.allclose(decoder_pass(t5, decoder_input[rows], states, rows, mask.bool()[rows]), expected[rows],
-                          atol=1e-6)
 
 
 def test_a_window_model_recommends_from_the_whole_history():

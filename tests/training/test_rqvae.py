@@ -67,7 +67,7 @@ def test_resume_is_exact_across_dead_code_restarts(tmp_path, monkeypatch):
     (tmp_path / "ref").mkdir()
     (tmp_path / "q").mkdir()
     reference, training = fit(x, checkpoint_dir=tmp_path / "ref", options=options, sizes=[32, 16])
-    assert training["steps"] == 16 and training["dead_code_restarts"] > 0
+    assert training["optimizer_steps"] == 16 and training["dead_code_restarts"] > 0
 
     restart = rqvae.restart_dead_codewords
 

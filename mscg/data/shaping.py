@@ -1,0 +1,207 @@
+"""Shaping a dataset before it is written: rating filter, seeded user sample, iterated k-core, and the
+items' images (linked where they lie, or copied into the dataset folder).
+
+The filters run in this order, each on what the one before kept: `--min-rating` -> `--sample-users` ->
+k-core (`--min-user-interactions`, `--min-item-interactions`). When any of them runs, items left with no
+interaction are dropped from the catalogue as well, so the dataset stays self-consistent.
+An mscg dataset folder (items.jsonl + interactions.jsonl) is read here too, so that it can be reshaped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from mscg.data.interactions import INTERACTIONS_FILE, load_interactions
+from mscg.data.items import ITEMS_FILE, load_catalogue
+from mscg.data.jsonl import field_number, read_jsonl
+from mscg.data.recbole import Converted
+from mscg.errors import DataError, UsageError
+
+IMAGES_DIR = "images"  # where --copy-images puts the images, inside the dataset folder
+RATING_FIELD = "rating"
+
+
+@dataclass
+class Step:
+    """What one filter removed."""
+    name: str  # as the user spelled it, e.g. "--min-rating 4"
+    users: int
+    items: int  # distinct items that lost their last interaction
+    interactions: int
+    note: str = ""
+
+
+@dataclass
+class Shaped:
+    items: list[dict]
+    interactions: list[dict]
+    steps: list[Step] = field(default_factory=list)
+    unused_items: int = 0  # catalogue items that had no interaction to begin with (dropped when filtering)
+
+
+# ---- the filters: each takes interaction records and returns those it keeps, in order ------------------
+
+def filter_rating(interactions: list[dict], ratings: list[float], min_rating: float) -> list[dict]:
+    """The interactions rated at least `min_rating`."""
+    assert len(ratings) == len(interactions)
+    return [r for r, rating in zip(interactions, ratings, strict=True) if rating >= min_rating]
+
+
+def sample_users(interactions: list[dict], n: int, seed: int) -> list[dict]:
+    """The interactions of `n` users drawn at random with `seed` (all of them when there are no more than `n`)."""
+    users = list(dict.fromkeys(r["user_id"] for r in interactions))  # first-appearance order: seeded = stable
+    if n >= len(users):
+        return interactions
+    chosen = set(random.Random(seed).sample(users, n))
+    return [r for r in interactions if r["user_id"] in chosen]
+
+
+def k_core(interactions: list[dict], min_user: int, min_item: int) -> tuple[list[dict], int]:
+    """(kept, rounds): drop the interactions of users with fewer than `min_user` interactions and of items with
+    fewer than `min_item`, and repeat (a dropped item can take a user below `min_user`, and so on) until every
+    user and item left has enough. Repeats of a (user, item) pair count."""
+    rounds = 0
+    while True:
+        per_user = Counter(r["user_id"] for r in interactions)
+        per_item = Counter(r["item_id"] for r in interactions)
+        kept = [r for r in interactions if per_user[r["user_id"]] >= min_user and per_item[r["item_id"]] >= min_item]
+        if len(kept) == len(interactions):
+            return kept, rounds
+        interactions, rounds = kept, rounds + 1
+
+
+def _removed(name: str, before: list[dict], after: list[dict], note: str = "") -> Step:
+    def count(records, key):
+        return len({r[key] for r in records})
+
+    return Step(name, count(before, "user_id") - count(after, "user_id"),
+                count(before, "item_id") - count(after, "item_id"), len(before) - len(after), note)
+
+
+def shape(converted: Converted, *, min_rating: float | None = None, n_users: int | None = None, seed: int = 0,
+          min_user_interactions: int | None = None, min_item_interactions: int | None = None) -> Shaped:
+    """Apply the filters that are given, in the documented order; without any, the records as they are."""
+    interactions = converted.interactions
+    steps = []
+    if min_rating is not None:
+        assert converted.ratings is not None, "read the source with ratings"
+        kept = filter_rating(interactions, converted.ratings, min_rating)
+        steps.append(_removed(f"--min-rating {min_rating:g}", interactions, kept))
+        interactions = kept
+    if n_users is not None:
+        kept = sample_users(interactions, n_users, seed)
+        available = len({r["user_id"] for r in interactions})
+        note = f"only {available:,} users to draw from: all kept" if available <= n_users else ""
+        steps.append(_removed(f"--sample-users {n_users} --seed {seed}", interactions, kept, note))
+        interactions = kept
+    if min_user_interactions is not None or min_item_interactions is not None:
+        kept, rounds = k_core(interactions, min_user_interactions or 1, min_item_interactions or 1)
+        name = " ".join(f"{flag} {n}" for flag, n in (("--min-user-interactions", min_user_interactions),
+                                                       ("--min-item-interactions", min_item_interactions)) if n)
+        steps.append(_removed(name, interactions, kept, f"k-core, {rounds} round{'s' * (rounds != 1)} of drops"))
+        interactions = kept
+    if not steps:
+        return Shaped(converted.items, interactions)
+    if not interactions:
+        raise UsageError(f"{'; '.join(s.name for s in steps)} leave no interaction; loosen the filters")
+    interacted = {r["item_id"] for r in interactions}
+    had = {r["item_id"] for r in converted.interactions}
+    return Shaped([r for r in converted.items if r["item_id"] in interacted], interactions, steps,
+                  unused_items=sum(r["item_id"] not in had for r in converted.items))
+
+
+# ---- an mscg dataset folder as a source ---------------------------------------------------------------
+
+def is_mscg_dataset(folder: Path) -> bool:
+    return (folder / ITEMS_FILE).is_file() and (folder / INTERACTIONS_FILE).is_file()
+
+
+def read_mscg_dataset(folder: Path, *, ratings: bool = False) -> tuple[Converted, dict[str, Path]]:
+    """(records, {item_id: image file}) of an mscg dataset folder, every field of every record kept.
+    `ratings`: also read each interaction's number `rating` (for --min-rating)."""
+    items_path, inter_path = folder / ITEMS_FILE, folder / INTERACTIONS_FILE
+    catalogue = load_catalogue(items_path)  # both files checked line by line, with the readers' messages
+    load_interactions(inter_path, catalogue)
+    items = [obj for _, obj in read_jsonl(items_path)]
+    images = {item_id: path for item_id, path in zip(catalogue.item_ids, catalogue.images, strict=True)
+              if path is not None}
+    interactions, values, missing = [], [], []
+    for line_no, obj in read_jsonl(inter_path):
+        interactions.append(obj)
+        if ratings:
+            values.append(field_number(obj, RATING_FIELD, f"{inter_path} line {line_no}"))
+            if values[-1] is None:
+                missing.append(line_no)
+    if missing and len(missing) == len(values):
+        raise UsageError(f"{inter_path} has no \"{RATING_FIELD}\" field, so --min-rating cannot filter it; "
+                         "drop --min-rating, or filter the RecBole files it was prepared from")
+    if missing:
+        raise DataError(f"{inter_path} line {missing[0]}: no \"{RATING_FIELD}\"; --min-rating needs a number "
+                        f"\"{RATING_FIELD}\" on every line ({len(missing):,} lines lack one)")
+    return Converted(items, interactions, "mscg", values if ratings else None), images
+
+
+# ---- images ---------------------------------------------------------------------------------------
+
+def image_file_name(item_id: str, source: Path) -> str:
+    """The file name of an item's copied image: its id, percent-encoded where a file name could not hold it
+    (`/`, a leading dot, ...), with the source's suffix. Distinct ids give distinct names."""
+    name = quote(item_id, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    suffix = source.suffix if source.suffix[1:].isalnum() else ""
+    if len(name.encode()) + len(suffix) > 200:  # file systems cap a name at 255 bytes
+        name = "#" + hashlib.sha256(item_id.encode()).hexdigest()  # quote() never leaves a "#"
+    return name + suffix
+
+
+def place_images(items: list[dict], sources: dict[str, Path], out_dir: Path, *, copy_into: Path | None) -> int:
+    """Give each item in `sources` its `image` field; returns how many got one.
+
+    Without `copy_into`, the path is the source file relative to `out_dir` (where the dataset will be).
+    With it (the partial output folder), each file is copied to IMAGES_DIR/ there and the path is relative
+    to the dataset folder, so the folder can be moved. A linked image is copied as the file it links to;
+    nothing is written through a link.
+    """
+    if copy_into is not None and sources:
+        (copy_into / IMAGES_DIR).mkdir()
+    placed = 0
+    for record in items:
+        source = sources.get(record["item_id"])
+        if source is None:
+            continue
+        if copy_into is None:
+            record["image"] = os.path.relpath(source.resolve(), out_dir.resolve())
+        else:
+            name = image_file_name(record["item_id"], source)
+            _copy_file(source, copy_into / IMAGES_DIR / name, record["item_id"])
+            record["image"] = f"{IMAGES_DIR}/{name}"
+        placed += 1
+    return placed
+
+
+def _copy_file(source: Path, dest: Path, item_id: str) -> None:
+    try:
+        mode = os.stat(source).st_mode
+    except OSError as e:
+        raise DataError(f"the image {source} of item {item_id!r} cannot be read ({e.strerror or e}); fix its path "
+                        "or drop the item's image field") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"the image {source} of item {item_id!r} is not a regular file; fix its path or drop the "
+                        "item's image field")
+    with open(source, "rb") as src:
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            raise DataError(f"two items' images would both be copied to {dest.name}; rename one of the image "
+                            "files") from None
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out)

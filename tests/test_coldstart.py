@@ -1,0 +1,192 @@
+"""New and rare items end to end: a cold-start split (`prepare --withhold-items`), collab embeddings predicted
+from content (`predict-collab`), their codes decoded and recommended, the cold-start report of `evaluate`, and
+the fused ranking (`fuse`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mscg
+from mscg.data.coldstart import WITHHELD_FILE
+from mscg.data.split import load_dataset
+from mscg.fused import WEIGHTS, FusedRecommender
+from mscg.recommenders import load_recommender
+from tests.conftest import synthetic_dataset
+from tests.helpers import TINY_GENERATOR, TINY_SASREC, assert_refused, invoke, ok, one_thread, structured_vectors
+
+__all__ = ["one_thread"]
+
+
+def import_text(data: Path, work: Path, name: str) -> Path:
+    """Text embeddings for every item of DATA (structured vectors: items of a genre lie close together)."""
+    ids = [json.loads(line)["item_id"] for line in (data / "items.jsonl").read_text().splitlines()]
+    (work / f"{name}.txt").write_text("\n".join(ids) + "\n")
+    vectors = structured_vectors(len(ids), 8, 0)
+    np.save(work / f"{name}.npy", vectors)
+    ok("import-embeddings", "-d", data, "--vectors", work / f"{name}.npy", "--ids", work / f"{name}.txt",
+       "--modality", "text", "-o", work / name)
+    return work / name
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory):
+    """A cold-start split of the synthetic data and every stage on it, as a user runs them."""
+    root = tmp_path_factory.mktemp("cold")
+    source = synthetic_dataset(root)
+    data, work = root / "cold", root / "work"
+    ok("prepare", source, "-o", data, "--withhold-items", "0.2", "--seed", "3")
+    work.mkdir()
+    emb_text = import_text(data, work, "emb_text")
+    ok("collab", "-d", data, "-o", work / "emb_collab", "--model-out", work / "sasrec", *TINY_SASREC)
+    ok("predict-collab", "-d", data, "--collab", work / "emb_collab", "--content", emb_text, "-o", work / "emb_full")
+    for modality, emb in (("text", emb_text), ("collab", work / "emb_full")):
+        ok("quantize", "--modality", modality, "--embeddings", emb, "-o", work / f"q_{modality}", "--n-levels", "2",
+           "--device", "cpu")
+    ok("assign-codes", "-d", data, "-q", work / "q_text", "-q", work / "q_collab", "-o", work / "codes",
+       "--device", "cpu")
+    ok("train", "-d", data, "--codes", work / "codes", "-o", work / "generator", *TINY_GENERATOR)
+    withheld = json.loads((data / WITHHELD_FILE).read_text())["item_ids"]
+    return data, work, withheld
+
+
+def test_withheld_items_meet_no_training_stage(cold):
+    data, work, withheld = cold
+    ds = load_dataset(data)
+    cold_rows = {ds.catalogue.index[i] for i in withheld}
+    assert len(withheld) == round(0.2 * 40) and len(ds.catalogue) == 40  # kept in the catalogue
+    for u in range(len(ds.split)):  # neither a training item nor a validation target, anywhere
+        assert not cold_rows & set(ds.split.train_sequence(u).tolist())
+        assert ds.split.target(u, "valid") not in cold_rows
+        assert not cold_rows & set(ds.split.history(u, "valid").tolist())
+    assert any(ds.split.target(u, "test") in cold_rows for u in range(len(ds.split)))  # only test targets
+    # SASRec never trained their rows: collab says so, and predict-collab replaced every one from content
+    collab_meta = json.loads((work / "emb_collab" / "meta.json").read_text())
+    assert set(withheld) <= set(collab_meta["source"]["untrained_item_ids"])
+    full_meta = json.loads((work / "emb_full" / "meta.json").read_text())
+    assert set(withheld) <= set(full_meta["source"]["predicted_item_ids"])
+    generator_meta = json.loads((work / "generator" / "meta.json").read_text())
+    assert all(generator_meta["train_item_counts"][r] == 0 for r in cold_rows)
+
+
+def test_predicted_items_get_codes_and_are_recommended(cold, tmp_path):
+    data, work, withheld = cold
+    codes_meta = json.loads((work / "codes" / "meta.json").read_text())
+    collab = next(m for m in codes_meta["modalities"] if m["name"] == "collab")
+    assert collab["items_with_modality"] == 40 and collab["predicted_items"] >= len(withheld)
+    model = mscg.load(work / "generator")
+    # a beam as wide as the catalogue reaches every item with a code: the predicted ones are decodable
+    everything = [item for item, _ in model.recommend(["i0", "i4"], k=40, exclude_history=False)]
+    assert set(withheld) <= set(everything)
+    histories = tmp_path / "h.jsonl"
+    histories.write_text(json.dumps({"user_id": "u", "history": ["i1", "i5"]}) + "\n")
+    ok("recommend", work / "generator", "-i", histories, "-o", tmp_path / "r.jsonl", "-k", "40", "--device", "cpu")
+    listed = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["items"]
+    assert set(withheld) - {"i1", "i5"} <= set(listed)  # the history is left out by default
+
+
+def test_evaluate_reports_cold_start_users_apart(cold):
+    data, work, withheld = cold
+    out = work / "eval.json"
+    ok("evaluate", work / "generator", "-d", data, "-o", out, "--device", "cpu")
+    metrics = json.loads(out.read_text())
+    assert metrics["withheld_items"] == len(withheld)
+    assert metrics["cold_start"]["users"] + metrics["warm"]["users"] == metrics["users"]
+    assert metrics["cold_start"]["users"] > 0
+    ds = load_dataset(data)
+    cold_rows = {ds.catalogue.index[i] for i in withheld}
+    expected = sum(ds.split.target(u, "test") in cold_rows for u in range(len(ds.split)))
+    assert metrics["cold_start"]["users"] == expected
+    mixed = (metrics["cold_start"]["ndcg@10"] * metrics["cold_start"]["users"]
+             + metrics["warm"]["ndcg@10"] * metrics["warm"]["users"]) / metrics["users"]
+    assert mixed == pytest.approx(metrics["ndcg@10"], abs=1e-5)
+
+
+def test_fusion_at_weight_one_or_zero_is_each_model(cold):
+    data, work, _ = cold
+    generator = load_recommender(work / "generator", torch.device("cpu"))
+    dense = load_recommender(work / "sasrec", torch.device("cpu"))
+    ds = load_dataset(data)
+    histories = [ds.split.history(u, "test") for u in range(len(ds.split))]
+    for exclude in (False, True):
+        want_gen, _ = generator.top_k(histories, 5, exclude_history=exclude)
+        want_dense, _ = dense.top_k(histories, 5, exclude_history=exclude)
+        got_gen, _ = FusedRecommender(generator, dense, 1.0, 20).top_k(histories, 5, exclude_history=exclude)
+        got_dense, _ = FusedRecommender(generator, dense, 0.0, 20).top_k(histories, 5, exclude_history=exclude)
+        assert torch.equal(got_gen, want_gen) and torch.equal(got_dense, want_dense)
+    middle, _ = FusedRecommender(generator, dense, 0.5, 20).top_k(histories, 5)
+    assert not torch.equal(middle, want_gen) or not torch.equal(middle, want_dense)
+
+
+def test_fuse_chooses_its_weight_on_validation_and_works_everywhere(cold, tmp_path):
+    data, work, _ = cold
+    fused = tmp_path / "fused"
+    ok("fuse", work / "generator", work / "sasrec", "-d", data, "-o", fused, "--device", "cpu")
+    meta = json.loads((fused / "meta.json").read_text())
+    config = json.loads((fused / "config.json").read_text())
+    assert [row["weight"] for row in meta["validation"]] == list(WEIGHTS)
+    best = max(meta["validation"], key=lambda row: row["ndcg@10"])
+    assert config["weight"] == best["weight"] and meta["weight_chosen_on"] == "valid"
+    moved = tmp_path / "moved"
+    shutil.move(fused, moved)  # self-contained: both models are inside
+    ok("evaluate", moved, "-d", data, "-o", tmp_path / "eval.json", "--device", "cpu")
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["model_type"] == "fused" and metrics["users"] > 0
+    given = tmp_path / "given"
+    ok("fuse", work / "generator", work / "sasrec", "-d", data, "-o", given, "--weight", "1", "--device", "cpu")
+    ok("evaluate", given, "-d", data, "-o", tmp_path / "eval1.json", "--device", "cpu")
+    ok("evaluate", work / "generator", "-d", data, "-o", tmp_path / "eval_gen.json", "--device", "cpu")
+    at_one, alone = (json.loads((tmp_path / n).read_text()) for n in ("eval1.json", "eval_gen.json"))
+    assert at_one["ndcg@10"] == pytest.approx(alone["ndcg@10"]) and at_one["recall@10"] == alone["recall@10"]
+
+
+def test_fuse_refuses_models_in_the_wrong_places(cold, tmp_path):
+    data, work, _ = cold
+    r = invoke("fuse", work / "sasrec", work / "generator", "-d", data, "-o", tmp_path / "f", "--device", "cpu")
+    assert_refused(r, 2, "GENERATOR", "sasrec", output=tmp_path / "f")
+    r = invoke("fuse", work / "generator", work / "sasrec", "-d", data, "-o", tmp_path / "f", "--weight", "1.5")
+    assert_refused(r, 2, "--weight", output=tmp_path / "f")
+
+
+def test_items_added_after_collab_get_codes_and_recommendations(cold, tmp_path):
+    """The catalogue grows after `collab` ran: the new items' collab embeddings are predicted, the collab
+    quantizer codes them, and a generator trained on the grown catalogue recommends them."""
+    data, work, _ = cold
+    grown = tmp_path / "grown"
+    shutil.copytree(data, grown)
+    new = [{"item_id": f"new{k}", "text": f"drama episode new {k}"} for k in range(3)]
+    with open(grown / "items.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in new)
+    emb_text = import_text(grown, tmp_path, "emb_text")
+    ok("predict-collab", "-d", grown, "--collab", work / "emb_collab", "--content", emb_text, "-o", tmp_path / "full")
+    meta = json.loads((tmp_path / "full" / "meta.json").read_text())
+    assert {"new0", "new1", "new2"} <= set(meta["source"]["predicted_item_ids"])
+    assert meta["source"]["map"]["holdout_items"] >= 1
+    ok("assign-codes", "-d", grown, "-q", work / "q_text", "-q", work / "q_collab", "--embeddings",
+       f"text={emb_text}", "--embeddings", f"collab={tmp_path / 'full'}", "-o", tmp_path / "codes", "--device", "cpu")
+    ok("train", "-d", grown, "--codes", tmp_path / "codes", "-o", tmp_path / "gen", *TINY_GENERATOR)
+    listed = [item for item, _ in mscg.load(tmp_path / "gen").recommend(["i0"], k=43, exclude_history=False)]
+    assert {"new0", "new1", "new2"} <= set(listed)
+
+
+def test_predict_collab_refuses_collab_as_content(cold, tmp_path):
+    data, work, _ = cold
+    r = invoke("predict-collab", "-d", data, "--collab", work / "emb_collab", "--content", work / "emb_collab", "-o",
+               tmp_path / "out")
+    assert_refused(r, 1, "--content", "collab embeddings", output=tmp_path / "out")
+
+
+def test_rare_items_can_take_predicted_embeddings_too(cold, tmp_path):
+    data, work, withheld = cold
+    ok("predict-collab", "-d", data, "--collab", work / "emb_collab", "--content", work / "emb_text", "-o",
+       tmp_path / "rare", "--min-interactions", "3")
+    source = json.loads((tmp_path / "rare" / "meta.json").read_text())["source"]
+    counts = json.loads((work / "generator" / "meta.json").read_text())["train_item_counts"]
+    ids = [json.loads(line)["item_id"] for line in (data / "items.jsonl").read_text().splitlines()]
+    assert set(source["predicted_item_ids"]) == {i for i, c in zip(ids, counts) if c < 3} >= set(withheld)
+    assert source["min_interactions"] == 3 and source["map"]["fit_items"] == sum(c >= 3 for c in counts)
