@@ -35,11 +35,15 @@ MODELS = {
     "sasrec": "SASRec (`collab --model-out`)",
     "sasrec_text_started": "SASRec whose item table starts from the text embeddings",
     "mscgrec": "MSCGRec; collab codes of untrained items predicted from content (`predict-collab`)",
+    "mscgrec_trained_trie": "MSCGRec trained with `--train-trie trained` (unseen items are no negatives)",
     "mscgrec_untrained_collab": "MSCGRec on the raw SASRec table (untrained rows for the withheld items)",
     "tiger": "TIGER-style: text codes in and out, unconstrained",
     "fused": "`fuse` of mscgrec and sasrec (weight chosen on validation)",
     "fused_text_started": "`fuse` of mscgrec and sasrec_text_started",
+    "fused_trained_trie": "`fuse` of mscgrec_trained_trie and sasrec_text_started",
 }
+FUSED = {"fused": ("mscgrec", "sasrec"), "fused_text_started": ("mscgrec", "sasrec_text_started"),
+         "fused_trained_trie": ("mscgrec_trained_trie", "sasrec_text_started")}  # name -> (generator, dense)
 COLUMNS = (("ndcg@10", "N@10"), ("recall@10", "R@10"), ("cold/recall@10", "cold R@10"),
            ("cold/ndcg@10", "cold N@10"), ("warm/ndcg@10", "warm N@10"), ("rare/ndcg@10", "rare N@10"))
 
@@ -98,6 +102,7 @@ def main() -> None:
     p.add_argument("--train-args", default="", help="extra flags for every `mscg train`")
     p.add_argument("--collab-args", default="", help="extra flags for `mscg collab`")
     p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true", help="run nothing: the tables from the runs in WORK")
     args = p.parse_args()
 
     mscg = [sys.executable, "-m", "mscg"]
@@ -111,7 +116,7 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
 
     def step(output: Path, cmd: list) -> None:
-        if not output.exists():
+        if not output.exists() and not args.report_only:
             print(f"{output}", flush=True)
             run(cmd, log)
 
@@ -142,22 +147,25 @@ def main() -> None:
             step(s / codes, [*mscg, "assign-codes", "-d", data, "-q", s / "q_text", *image, "-q", s / collab, "-o",
                              s / codes, *sf, *dev])
         train_flags = shlex.split(args.train_args)
-        trained = {"mscgrec": ("codes", []), "mscgrec_untrained_collab": ("codes_untrained", []),
+        trained = {"mscgrec": ("codes", []), "mscgrec_trained_trie": ("codes", ["--train-trie", "trained"]),
+                   "mscgrec_untrained_collab": ("codes_untrained", []),
                    "tiger": ("codes", ["--modalities", "text", "--decode", "text", "--constraint", "off"])}
         for name, (codes, flags) in trained.items():
             if name in args.models:
                 step(s / name, [*mscg, "train", "-d", data, "--codes", s / codes, "-o", s / name, *flags, *sf, *dev,
                                 *train_flags])
-        for name, dense in (("fused", "sasrec"), ("fused_text_started", "sasrec_text_started")):
+        for name, (generator, dense) in FUSED.items():
             if name in args.models:
-                step(s / name, [*mscg, "fuse", s / "mscgrec", s / dense, "-d", data, "-o", s / name, *sf, *dev])
+                step(s / name, [*mscg, "fuse", s / generator, s / dense, "-d", data, "-o", s / name, *sf, *dev])
         for name in args.models:
             runs = results["runs"].setdefault(name, {})
-            if name == "popularity":
+            if name == "popularity" and data.exists():
                 runs[str(seed)] = popularity_metrics(data)
                 continue
             out = s / f"eval_{name}.json"
             step(out, [*mscg, "evaluate", s / name, "-d", data, "-o", out, "--by-popularity", *dev])
+            if not out.exists():  # --report-only, and this run was not made
+                continue
             runs[str(seed)] = flat(json.loads(out.read_text()))
             if name.startswith("fused"):
                 runs[str(seed)]["weight"] = json.loads((s / name / "config.json").read_text())["weight"]
@@ -168,7 +176,7 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     results["stamp"] = stamp(args.device)
     results_path.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results, [m for m in MODELS if m in results["runs"]], args)
+    table = markdown(results, [m for m in MODELS if results["runs"].get(m)], args)
     (out_dir / f"coldstart-{args.name}.md").write_text(table)
     write_section(f"coldstart-{args.name}", f"### New and rare items: {args.name}\n\n{table}")
     print(table)

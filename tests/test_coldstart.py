@@ -190,3 +190,19 @@ def test_rare_items_can_take_predicted_embeddings_too(cold, tmp_path):
     ids = [json.loads(line)["item_id"] for line in (data / "items.jsonl").read_text().splitlines()]
     assert set(source["predicted_item_ids"]) == {i for i, c in zip(ids, counts) if c < 3} >= set(withheld)
     assert source["min_interactions"] == 3 and source["map"]["fit_items"] == sum(c >= 3 for c in counts)
+
+
+def test_a_trained_only_trie_keeps_unseen_items_out_of_the_loss(cold, tmp_path):
+    """--train-trie trained: the loss's constraint leaves out the withheld items (so training never pushes
+    their codes down), and the trained model still decodes every item at inference."""
+    data, work, withheld = cold
+    ok("train", "-d", data, "--codes", work / "codes", "-o", tmp_path / "gen", "--train-trie", "trained",
+       *TINY_GENERATOR)
+    config = json.loads((tmp_path / "gen" / "config.json").read_text())
+    assert config["train_trie"] == "trained"
+    listed = [item for item, _ in mscg.load(tmp_path / "gen").recommend(["i0", "i4"], k=40, exclude_history=False)]
+    assert set(withheld) <= set(listed)
+    before = (work / "generator" / "model.safetensors").read_bytes()
+    assert (tmp_path / "gen" / "model.safetensors").read_bytes() != before  # the loss did change
+    r = invoke("train", "-d", data, "--codes", work / "codes", "-o", tmp_path / "bad", "--train-trie", "some")
+    assert_refused(r, 2, "--train-trie", output=tmp_path / "bad")

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 
 from mscg.artifacts.meta import META_FILE, MODALITIES
 from mscg.errors import DataError
-from mscg.models import generator as generator_module
+from mscg.models import generator_config as generator_module
 from mscg.models.rq_dino import BACKBONES, EFFICIENTNET_BLOCKS
 from mscg.models.vocabulary import Vocabulary
 
@@ -135,7 +135,8 @@ RULES: dict[str, Rule] = {
     "normalize": boolean, "dual_positions": boolean, "refit_codebooks": boolean,
     "modality": one_of(MODALITIES), "decode_modality": one_of(MODALITIES), "backbone": one_of(BACKBONES),
     "constraint": one_of(generator_module.CONSTRAINTS), "history_encoding": one_of(generator_module.HISTORY_ENCODINGS),
-    "samples": one_of(generator_module.SAMPLES), "modalities": modality_list, "vocabulary": vocabulary,
+    "samples": one_of(generator_module.SAMPLES), "train_trie": one_of(generator_module.TRAIN_TRIES),
+    "modalities": modality_list, "vocabulary": vocabulary,
     "model_type": text,
 }
 # A field without a rule (added later) is still checked for the type its annotation names.

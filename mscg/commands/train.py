@@ -18,7 +18,7 @@ from mscg.commands._common import LogEveryOpt
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
-from mscg.models.generator_config import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, GeneratorConfig
+from mscg.models.generator_config import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, TRAIN_TRIES, GeneratorConfig
 from mscg.training.defaults import DEFAULT_BEAM_SIZE, DEFAULT_VALID_USERS, GENERATOR_LOOP, LoopConfig
 
 
@@ -49,6 +49,8 @@ def check_config(config: GeneratorConfig, valid_users: int, beam_size: int) -> N
         raise UsageError(f"--constraint {config.constraint!r} must be one of: {', '.join(CONSTRAINTS)}")
     if config.history_encoding not in HISTORY_ENCODINGS:
         raise UsageError(f"--history-encoding {config.history_encoding!r} must be tokens or items")
+    if config.train_trie not in TRAIN_TRIES:
+        raise UsageError(f"--train-trie {config.train_trie!r} must be one of: {', '.join(TRAIN_TRIES)}")
     if config.samples not in SAMPLES:
         raise UsageError(f"--samples {config.samples!r} must be one of: {', '.join(SAMPLES)}")
     if config.samples == "window" and config.history_encoding != "items":
@@ -175,6 +177,11 @@ def train_cli(
     label_smoothing: Annotated[float, typer.Option(help="Share of each target spread evenly over the tokens "
                                                         "the constraint permits (0: plain cross-entropy).")
                                ] = MODEL.label_smoothing,
+    train_trie: Annotated[str, typer.Option(help="Items whose codes the trie constraint of the training loss "
+                                                 "covers: all (the paper), or trained (those with training "
+                                                 "interactions: an item training never meets, new or withheld, "
+                                                 "is then no negative, and stays decodable).")
+                          ] = MODEL.train_trie,
     samples: Annotated[str, typer.Option(help="prefix: one training prefix per sample, a bidirectional encoder "
                                               "(the paper's model); window: every target of a history window in "
                                               "one pass, a causal encoder.")] = MODEL.samples,
@@ -216,7 +223,8 @@ def train_cli(
     config = GeneratorConfig(decode_modality=decode, constraint=constraint, max_history=max_history, d_model=d_model,
                              n_layers=n_layers, n_decoder_layers=n_decoder_layers, n_heads=n_heads, d_ff=d_ff,
                              dropout=dropout, modality_mask_prob=mask_prob, dual_positions=dual_positions,
-                             history_encoding=history_encoding, samples=samples, label_smoothing=label_smoothing)
+                             history_encoding=history_encoding, samples=samples, label_smoothing=label_smoothing,
+                             train_trie=train_trie)
     loop = replace(GENERATOR_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                    patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
                    precision=precision, seed=seed, log_every=log_every)

@@ -12,6 +12,7 @@ from mscg.models.vocabulary import BOS, PAD, Vocabulary
 CONSTRAINTS = ("trie", "level", "off")
 HISTORY_ENCODINGS = ("items", "tokens")
 SAMPLES = ("prefix", "window")
+TRAIN_TRIES = ("all", "trained")  # which items' codes the training loss's trie constraint covers
 
 
 @dataclass
@@ -35,6 +36,9 @@ class GeneratorConfig(JsonConfig):
     modality_mask_prob: float = 0.1
     samples: str = "prefix"  # one of SAMPLES: how it was trained, and so how its encoder attends (see NOTE)
     label_smoothing: float = 0.0  # training loss: this share of each target spread over the permitted tokens
+    # "all": the trie of every item (the paper); "trained": only items with training interactions, so an item
+    # that training never meets (new, withheld) is not pushed down as a sibling of the targets
+    train_trie: str = "all"
     model_type: str = "mscg-generator"
 
     def __post_init__(self) -> None:

@@ -16,9 +16,11 @@ import torch
 from mscg.artifacts.codes import Codes
 from mscg.data.samples import GeneratorSamples, GeneratorWindows
 from mscg.data.split import Dataset
+from mscg.decoding.trie import CodeTrie
 from mscg.errors import DataError
 from mscg.generator_recommender import DEFAULT_BEAM_SIZE, GeneratorRecommender, generator_parts
 from mscg.models.generator import Generator, GeneratorConfig
+from mscg.popularity import train_counts
 from mscg.training import distributed as dist
 from mscg.training.defaults import DEFAULT_VALID_USERS
 from mscg.training.defaults import GENERATOR_LOOP as GENERATOR_LOOP  # its home before defaults.py
@@ -58,6 +60,9 @@ def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: D
     torch.manual_seed(loop.seed)
     model = Generator(config)
     history_tokens, target_codes, trie = generator_parts(codes, config)
+    if config.train_trie == "trained":  # the loss's constraint over items with training interactions only
+        unseen = torch.from_numpy(train_counts(ds.split, len(ds.catalogue)) == 0)
+        trie = CodeTrie(target_codes.masked_fill(unseen[:, None], -1), trie.sizes)
     vocab = codes.vocab
     parts = dict(target_codes=target_codes, trie=trie, slot_modality=model.slot_modality,
                  mask_tokens=torch.tensor([vocab.mask_token(m) for m in config.modalities]),
