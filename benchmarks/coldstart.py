@@ -174,7 +174,8 @@ def main() -> None:
         results.setdefault("cold_users", {})[str(seed)] = json.loads(
             (s / "eval_sasrec.json").read_text())["cold_start"]["users"] if "sasrec" in args.models else None
         results_path.write_text(json.dumps(results, indent=2) + "\n")
-    results["stamp"] = stamp(args.device)
+    if not args.report_only or "stamp" not in results:  # a report keeps the stamp of the runs
+        results["stamp"] = stamp(args.device)
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results, [m for m in MODELS if results["runs"].get(m)], args)
     (out_dir / f"coldstart-{args.name}.md").write_text(table)
