@@ -64,28 +64,31 @@ def flat(metrics: dict) -> dict[str, float]:
 
 
 def popularity_metrics(data: Path) -> dict[str, float]:
-    """Popularity scored like `evaluate`: the test target's rank among items ordered by training count."""
+    """Popularity scored as `evaluate --by-popularity` scores a model: every user gets the items most often in
+    training (`mscg.popularity.most_popular`), the target's rank in that list gives Recall/NDCG@10."""
     import numpy as np
     import torch
 
     from mscg.data.coldstart import read_withheld
     from mscg.data.split import load_dataset
-    from mscg.metrics import means, metric_sums, ranks_from_scores
-    from mscg.popularity import train_counts
+    from mscg.metrics import means, metric_sums, ranks_from_lists
+    from mscg.popularity import PopularityBreakdown, most_popular, train_counts
 
     ds = load_dataset(data)
-    counts = torch.from_numpy(train_counts(ds.split, len(ds.catalogue))).double()
-    targets = torch.tensor([ds.split.target(u, "test") for u in range(len(ds.split))])
-    scores = counts - 1e-9 * torch.arange(len(counts))  # ties in catalogue order, as most_popular
-    ranks = ranks_from_scores(scores.expand(len(targets), -1), targets)
-    withheld = read_withheld(data, ds.catalogue.index)
-    cold = torch.from_numpy(np.isin(targets.numpy(), withheld))
-    out = {k: round(v, 6) for k, v in means(metric_sums(ranks)).items() if k in ("ndcg@10", "recall@10")}
-    for mask, prefix in ((cold, "cold"), (~cold, "warm")):
-        out.update({f"{prefix}/{k}": round(v, 6) for k, v in means(metric_sums(ranks[mask])).items()
-                    if k in ("ndcg@10", "recall@10")})
-    thirds = np.array_split(np.argsort(-counts[targets].numpy(), kind="stable"), 3)
-    out["rare/ndcg@10"] = round(means(metric_sums(ranks[torch.from_numpy(thirds[2])]))["ndcg@10"], 6)
+    counts = train_counts(ds.split, len(ds.catalogue))
+    users = range(len(ds.split))
+    targets = torch.tensor([ds.split.target(u, "test") for u in users])
+    top = torch.from_numpy(most_popular(counts, 10)).expand(len(targets), -1)
+    ranks = ranks_from_lists(top, targets)
+    breakdown = PopularityBreakdown(counts, 10)
+    breakdown.add(ranks, targets, top, [ds.split.history(u, "test") for u in users])
+    cold = torch.from_numpy(np.isin(targets.numpy(), read_withheld(data, ds.catalogue.index)))
+    out = {}
+    for mask, prefix in ((None, ""), (cold, "cold/"), (~cold, "warm/")):
+        sums = metric_sums(ranks if mask is None else ranks[mask])
+        out.update({f"{prefix}{k}": round(v, 6) for k, v in means(sums).items() if k in ("ndcg@10", "recall@10")})
+    groups = breakdown.summary((10,))["by_target_popularity"]
+    out["rare/ndcg@10"] = next(g["ndcg@10"] for g in groups if g["group"] == "rare")
     return out
 
 

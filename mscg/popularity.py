@@ -32,6 +32,11 @@ def train_counts(split: Split, n_items: int) -> np.ndarray:
     return np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64), minlength=n_items)
 
 
+def items_below(counts: np.ndarray, item_ids: list[str], n: int) -> list[str]:
+    """The ids of the items whose training count (`train_counts`, in catalogue order) is below `n`."""
+    return [item_id for item_id, c in zip(item_ids, counts) if c < n]
+
+
 def recorded_train_counts(meta: dict, n_items: int, model) -> np.ndarray | None:
     """The training popularity a model's meta.json records (`train`, `collab --model-out`); None for a model
     trained before mscg recorded it."""

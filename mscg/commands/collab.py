@@ -10,11 +10,10 @@ import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LrOpt, OutputOpt,
-                                   PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
+from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
+                                   OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
                                    report_split, user_errors)
-from mscg.commands._common import LogEveryOpt
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import UsageError
@@ -40,6 +39,7 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.artifacts.training_log import write_training_log
+    from mscg.popularity import items_below, train_counts
     from mscg.training import distributed as dist
     from mscg.training.loop import RESUME_FILE
     from mscg.training.sasrec import content_start, fit_sasrec
@@ -82,7 +82,8 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
                             fingerprint={"inputs": prov["inputs"]})
         model, result = render(events, "collab (SASRec)", quiet=not dist.is_main())
         if dist.is_main():
-            untrained = untrained_ids(ds)
+            counts = train_counts(ds.split, len(ds.catalogue))
+            untrained = items_below(counts, ds.catalogue.item_ids, 1)  # their rows keep their initial values
             if untrained:
                 info(f"{len(untrained):,} items have no training interaction, so their collab rows are untrained; "
                      "`mscg predict-collab` gives them embeddings predicted from their content")
@@ -96,25 +97,15 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
             write_training_log(tmp, result.summary())  # the records also beside the embeddings' meta.json
             if model_out is not None:
                 with AtomicDir(model_out, force=force, inputs=inputs) as mtmp:
-                    from mscg.popularity import train_counts
-
                     save_model_dir(mtmp, "model", model, config.to_json(), item_ids=ds.catalogue.item_ids,
                                    training=result.summary(), provenance=prov,
-                                   train_item_counts=train_counts(ds.split, len(ds.catalogue)).tolist())
+                                   train_item_counts=counts.tolist())
             if not keep_checkpoint:
                 (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return CollabResult(users=len(ds.split), items=len(ds.catalogue), best_epoch=result.best_epoch,
                         valid=result.best_scores(), seconds=result.seconds,
                         samples_per_second=result.samples_per_second)
-
-
-def untrained_ids(ds) -> list[str]:
-    """The catalogue items without a training interaction (their SASRec rows keep their initial values)."""
-    from mscg.popularity import train_counts
-
-    counts = train_counts(ds.split, len(ds.catalogue))
-    return [item_id for item_id, c in zip(ds.catalogue.item_ids, counts) if c == 0]
 
 
 MODEL = SASRecConfig(n_items=0)  # the defaults of the flags below

@@ -25,9 +25,11 @@ def copy_model_dir(source: Path, dest: Path) -> None:
     """A model directory's visible files and its codes folder (what loading it reads), not its checkpoints."""
     import shutil
 
+    from mscg.artifacts.atomic import CHECKPOINT_FILE
+
     dest.mkdir()
     for child in sorted(Path(source).iterdir()):
-        if child.name.startswith(".") or child.name == "resume.pt" or child.is_symlink():
+        if child.name.startswith(".") or child.name == CHECKPOINT_FILE or child.is_symlink():
             continue
         if child.is_file():
             shutil.copyfile(child, dest / child.name)

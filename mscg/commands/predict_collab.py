@@ -21,32 +21,22 @@ class PredictResult:
     quality: dict[str, Any] = field(default_factory=dict)
 
 
-def untrained_items(collab, data: Path, catalogue) -> set[str]:
-    """The catalogue items whose collab embedding was never trained: absent from `collab` (the catalogue grew
-    after `collab` ran), or listed by it as having no training interactions (for an artifact made before mscg
-    recorded that: no interactions in DATA's training split)."""
+def untrained_items(collab, data: Path, catalogue, min_interactions: int) -> set[str]:
+    """The catalogue items whose collab embedding is to be predicted: absent from `collab` (the catalogue grew
+    after `collab` ran), listed by it as having no training interactions (for an artifact made before mscg
+    recorded that: none in DATA's training split), and with `min_interactions` > 1 those with fewer in DATA's
+    training split. DATA is read only when needed."""
     recorded = collab.meta.get("source", {}).get("untrained_item_ids")
-    if isinstance(recorded, list):
-        untrained = set(recorded)
-    else:
+    untrained = set(recorded) if isinstance(recorded, list) else set()
+    if not isinstance(recorded, list) or min_interactions > 1:
         from mscg.data.split import load_dataset
-        from mscg.popularity import train_counts
+        from mscg.popularity import items_below, train_counts
 
         ds = load_dataset(data)
         counts = train_counts(ds.split, len(ds.catalogue))
-        untrained = {item_id for item_id, c in zip(ds.catalogue.item_ids, counts) if c == 0}
+        untrained |= set(items_below(counts, ds.catalogue.item_ids, min_interactions))
     known = set(collab.item_ids)
     return untrained | {i for i in catalogue.item_ids if i not in known}
-
-
-def rare_items(data: Path, min_interactions: int) -> set[str]:
-    """The items with fewer than `min_interactions` interactions in DATA's training split."""
-    from mscg.data.split import load_dataset
-    from mscg.popularity import train_counts
-
-    ds = load_dataset(data)
-    counts = train_counts(ds.split, len(ds.catalogue))
-    return {item_id for item_id, c in zip(ds.catalogue.item_ids, counts) if c < min_interactions}
 
 
 def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Path], min_interactions: int = 1,
@@ -89,9 +79,7 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
         if unknown is not None:
             raise DataError(f"--content {path} has item {unknown!r}, which is not in {items_path}; make the "
                             "embeddings from the same items.jsonl")
-    untrained = untrained_items(trained_emb, data, catalogue)
-    if min_interactions > 1:
-        untrained |= rare_items(data, min_interactions)
+    untrained = untrained_items(trained_emb, data, catalogue, min_interactions)
     collab_rows = trained_emb.row_of()
     with_content = set().union(*(e.item_ids for e in content))
     fit_ids = [i for i in catalogue.item_ids if i in collab_rows and i not in untrained and i in with_content]
@@ -117,7 +105,7 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
     with AtomicDir(output, force=force, inputs=inputs) as tmp:
         save_embeddings(tmp, Embeddings("collab", ids, torch.stack(vectors)), source=source, provenance=prov)
     return PredictResult(trained=len(ids) - len(new_ids), predicted=len(new_ids),
-                         without_content=len(untrained - with_content & set(catalogue.item_ids)),
+                         without_content=sum(i in untrained and i not in with_content for i in catalogue.item_ids),
                          alpha=content_map.alpha, quality=content_map.quality)
 
 

@@ -11,8 +11,7 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, provenance
-from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
-from mscg.commands._common import LogEveryOpt
+from mscg.commands._common import DeviceOpt, ForceOpt, LogEveryOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
 from mscg.console import info, render
 from mscg.errors import UsageError
 

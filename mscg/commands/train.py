@@ -10,11 +10,10 @@ import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LrOpt, OutputOpt,
-                                   PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
+from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
+                                   OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
                                    report_split, user_errors)
-from mscg.commands._common import LogEveryOpt
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError

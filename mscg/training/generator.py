@@ -27,8 +27,6 @@ from mscg.training.defaults import GENERATOR_LOOP as GENERATOR_LOOP  # its home 
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
 from mscg.training.validation import popularity_thirds, validation_sums
 
-# `mscg train`'s training defaults (the model's are GeneratorConfig's).
-
 
 def default_window_stride(max_history: int) -> int:
     """Windows start every max_history / 2 items: each target sees at least half a window of history."""
