@@ -53,11 +53,18 @@ VARIANTS = {
                        ["--samples", "window"], "dino"),
     "mscgrec_text_started_collab": ("MSCGRec, collab codes from a SASRec whose item table starts from the text "
                                     "embeddings (`collab --init-embeddings`)", [], "dino"),
+    "mscgrec_dense": ("MSCGRec trained with a dense head over the text and image embeddings (`train "
+                      "--dense-content`, LIGER-style); its beam alone", [], "dino"),
 }
 # Variants whose collab codes come from `mscg collab --init-embeddings WORK/emb_text`; that SASRec is scored
 # too, as sasrec_text_started.
 TEXT_STARTED_COLLAB = {"mscgrec_text_started_collab"}
-FUSED = {"fused": "sasrec", "fused_text_started": "sasrec_text_started"}  # fused model -> its dense part
+DENSE_HEAD = {"mscgrec_dense"}  # variants trained with --dense-content WORK/emb_text [WORK/emb_image]
+# fused model -> (its generator, its dense part: a SASRec model, or None for the generator's own dense head,
+# extra `fuse` flags)
+FUSED = {"fused": ("mscgrec", "sasrec", []), "fused_text_started": ("mscgrec", "sasrec_text_started", []),
+         "fused_dense": ("mscgrec_dense", None, []),
+         "fused_all_text_started": ("mscgrec_dense", "sasrec_text_started", ["--dense-head"])}
 BASELINES = {"sasrec": "SASRec (full-softmax CE), the collab stage",
              "sasrec_text_started": "SASRec whose item table starts from the text embeddings (PCA to its width)"}
 
@@ -206,15 +213,19 @@ def main() -> None:
             record(results, baseline, seed, s / f"eval_{baseline}.json", s / baseline)
         for v in variants:
             _, flags, kind = VARIANTS[v]
+            if v in DENSE_HEAD:
+                flags = [*flags, "--dense-content", work / "emb_text"] + (
+                    ["--dense-content", work / "emb_image"] if has_images else [])
             step(f"seed {seed}: train {v}", s / v,
                  [*mscg, "train", "-d", data, "--codes", codes[kind, v in TEXT_STARTED_COLLAB], "-o", s / v, *flags,
                   *seed_flag, *dev, *shlex.split(args.train_args)])
             evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
             record(results, v, seed, s / f"eval_{v}.json", s / v)
-        if "mscgrec" in variants:  # beyond the paper: MSCGRec's beam re-ranked with each SASRec (`mscg fuse`)
-            for fused, dense in FUSED.items():
-                step(f"seed {seed}: fuse mscgrec + {dense}", s / fused,
-                     [*mscg, "fuse", s / "mscgrec", s / dense, "-d", data, "-o", s / fused, *seed_flag, *dev])
+        for fused, (generator, dense, flags) in FUSED.items():  # beyond the paper: the beam re-ranked (`fuse`)
+            if generator in variants:
+                step(f"seed {seed}: fuse {generator} + {dense or 'its dense head'}", s / fused,
+                     [*mscg, "fuse", s / generator, *([s / dense] if dense else []), "-d", data, "-o", s / fused,
+                      *flags, *seed_flag, *dev])
                 evaluate_run(step, mscg, data, s / fused, s / f"eval_{fused}.json", dev,
                              f"seed {seed}: evaluate {fused}")
                 record(results, fused, seed, s / f"eval_{fused}.json", s / fused)
@@ -224,8 +235,10 @@ def main() -> None:
     variants = [v for v in variants if v in results["runs"]] + [f for f in FUSED if f in results["runs"]]
     results["variants"] = {**{b: BASELINES[b] for b in baselines}, **{v: VARIANTS[v][0] for v in variants
                                                                        if v in VARIANTS},
-                           **{f: f"`mscg fuse` of mscgrec and {d} (beyond the paper; weight chosen on validation)"
-                              for f, d in FUSED.items() if f in variants}}
+                           **{f: f"`mscg fuse` of {g} and {d or 'its own dense head'}"
+                                 + (" and its dense head" if "--dense-head" in flags else "")
+                                 + " (beyond the paper; weights chosen on validation)"
+                              for f, (g, d, flags) in FUSED.items() if f in variants}}
     if not has_pixels:  # the image codes of every variant come from the features
         results["variants"] = {v: d.replace("(RQ-DINO)", "(imported features + rq-kmeans)")
                                for v, d in results["variants"].items()}
@@ -255,9 +268,10 @@ def record(results: dict, variant: str, seed: int, path: Path, model: Path) -> N
     meta = json.loads((model / "meta.json").read_text())
     training = meta.get("training", {})
     if meta.get("model_type") == "fused":  # the validation of the weight `mscg fuse` kept
-        chosen = json.loads((model / "config.json").read_text())["weight"]
-        run["valid_ndcg@10"] = next(r["ndcg@10"] for r in meta["validation"] if r["weight"] == chosen)
-        run["weight"] = chosen
+        config = json.loads((model / "config.json").read_text())
+        key = "weight" if "weight" in config else "weights"
+        run["valid_ndcg@10"] = next(r["ndcg@10"] for r in meta["validation"] if r[key] == config[key])
+        run["weight"] = config[key]
     if "best_valid_metric" in training:
         run["valid_ndcg@10"] = round(training["best_valid_metric"], 6)
         run["best_epoch"] = training["best_epoch"]
@@ -288,7 +302,9 @@ def markdown(results: dict, variants: list[str]) -> str:
         by_seed = sorted(results["runs"].get(v, {}).items(), key=lambda item: int(item[0]))
         runs = [r for _, r in by_seed if "valid_ndcg@10" in r]
         valid_cell = "{:.4f} ± {:.4f} ({})".format(*mean_sd([r["valid_ndcg@10"] for r in runs])) if runs else "—"
-        epochs = ", ".join(str(r["best_epoch"]) if "best_epoch" in r else f"w {r['weight']:g}" for r in runs) or "—"
+        epochs = ", ".join(str(r["best_epoch"]) if "best_epoch" in r else "w " + (
+            "/".join(f"{x:g}" for x in r["weight"]) if isinstance(r["weight"], list) else f"{r['weight']:g}")
+            for r in runs) or "—"
         rare = [r["ndcg@10/rare"] for _, r in by_seed if "ndcg@10/rare" in r]
         rare_cell = "{:.4f} ± {:.4f}".format(*mean_sd(rare)[:2]) if rare else "—"
         lines.append(f"| {v} | {' | '.join(cells)} | {rare_cell} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")

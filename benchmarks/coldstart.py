@@ -41,9 +41,20 @@ MODELS = {
     "fused": "`fuse` of mscgrec and sasrec (weight chosen on validation)",
     "fused_text_started": "`fuse` of mscgrec and sasrec_text_started",
     "fused_trained_trie": "`fuse` of mscgrec_trained_trie and sasrec_text_started",
+    "mscgrec_dense": "MSCGRec trained with a dense head over the text and image embeddings (`train --dense-content`, "
+                     "LIGER-style); its beam alone",
+    "dense_head": "the dense head of mscgrec_dense alone (`fuse --weight 0`)",
+    "fused_dense": "`fuse` of mscgrec_dense with its own dense head (weight chosen on validation)",
+    "fused_all": "`fuse` of mscgrec_dense, sasrec and the dense head (`--dense-head`; weights generator/SASRec/head "
+                 "chosen on validation)",
+    "fused_all_text_started": "`fuse` of mscgrec_dense, sasrec_text_started and the dense head",
 }
-FUSED = {"fused": ("mscgrec", "sasrec"), "fused_text_started": ("mscgrec", "sasrec_text_started"),
-         "fused_trained_trie": ("mscgrec_trained_trie", "sasrec_text_started")}  # name -> (generator, dense)
+# name -> (generator, dense model dir or None for the generator's own head, extra `fuse` flags)
+FUSED = {"fused": ("mscgrec", "sasrec", []), "fused_text_started": ("mscgrec", "sasrec_text_started", []),
+         "fused_trained_trie": ("mscgrec_trained_trie", "sasrec_text_started", []),
+         "dense_head": ("mscgrec_dense", None, ["--weight", "0"]), "fused_dense": ("mscgrec_dense", None, []),
+         "fused_all": ("mscgrec_dense", "sasrec", ["--dense-head"]),
+         "fused_all_text_started": ("mscgrec_dense", "sasrec_text_started", ["--dense-head"])}
 COLUMNS = (("ndcg@10", "N@10"), ("recall@10", "R@10"), ("cold/recall@10", "cold R@10"),
            ("cold/ndcg@10", "cold N@10"), ("warm/ndcg@10", "warm N@10"), ("rare/ndcg@10", "rare N@10"))
 
@@ -150,16 +161,19 @@ def main() -> None:
             step(s / codes, [*mscg, "assign-codes", "-d", data, "-q", s / "q_text", *image, "-q", s / collab, "-o",
                              s / codes, *sf, *dev])
         train_flags = shlex.split(args.train_args)
+        dense_content = ["--dense-content", emb_text] + (["--dense-content", args.emb_image] if args.emb_image else [])
         trained = {"mscgrec": ("codes", []), "mscgrec_trained_trie": ("codes", ["--train-trie", "trained"]),
+                   "mscgrec_dense": ("codes", dense_content),
                    "mscgrec_untrained_collab": ("codes_untrained", []),
                    "tiger": ("codes", ["--modalities", "text", "--decode", "text", "--constraint", "off"])}
         for name, (codes, flags) in trained.items():
             if name in args.models:
                 step(s / name, [*mscg, "train", "-d", data, "--codes", s / codes, "-o", s / name, *flags, *sf, *dev,
                                 *train_flags])
-        for name, (generator, dense) in FUSED.items():
+        for name, (generator, dense, flags) in FUSED.items():
             if name in args.models:
-                step(s / name, [*mscg, "fuse", s / generator, s / dense, "-d", data, "-o", s / name, *sf, *dev])
+                step(s / name, [*mscg, "fuse", s / generator, *([s / dense] if dense else []), "-d", data, "-o",
+                                s / name, *flags, *sf, *dev])
         for name in args.models:
             runs = results["runs"].setdefault(name, {})
             if name == "popularity" and data.exists():
@@ -171,7 +185,8 @@ def main() -> None:
                 continue
             runs[str(seed)] = flat(json.loads(out.read_text()))
             if name.startswith("fused"):
-                runs[str(seed)]["weight"] = json.loads((s / name / "config.json").read_text())["weight"]
+                config = json.loads((s / name / "config.json").read_text())
+                runs[str(seed)]["weight"] = config.get("weight", config.get("weights"))
         meta = json.loads((s / "emb_full" / "meta.json").read_text())["source"]
         results.setdefault("content_map", {})[str(seed)] = meta["map"]
         results.setdefault("cold_users", {})[str(seed)] = json.loads(
@@ -206,8 +221,9 @@ def markdown(results: dict, models: list[str], args) -> str:
     for m in models:
         runs = list(results["runs"][m].values())
         cells = [cell([r[k] for r in runs if k in r]) for k, _ in COLUMNS]
-        weights = [r["weight"] for r in runs if "weight" in r]
-        name = m + (f" (weight {', '.join(f'{w:g}' for w in weights)})" if weights else "")
+        weights = ["/".join(f"{x:g}" for x in w) if isinstance(w, list) else f"{w:g}" for r in runs
+                   if (w := r.get("weight")) is not None]
+        name = m + (f" (weight{'s' if '/' in ''.join(weights) else ''} {', '.join(weights)})" if weights else "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(runs)} |")
     if maps:
         lines += ["", "Content map (ridge) on held-out trained items, mean over seeds: "

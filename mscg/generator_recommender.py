@@ -11,7 +11,7 @@ import torch
 from mscg.artifacts.codes import Codes, load_codes
 from mscg.artifacts.configcheck import check_config, check_item_ids, check_weights
 from mscg.artifacts.meta import verify_input
-from mscg.artifacts.modeldir import load_weights
+from mscg.artifacts.modeldir import load_item_keys, load_weights
 from mscg.data.batching import seen_items
 from mscg.data.samples import HistoryTokens
 from mscg.decoding.beam import beam_search
@@ -45,6 +45,18 @@ class GeneratorRecommender:
         self.trie = trie.to(device)
         self.n_slots = codes.codes.shape[1]
         self.max_history = model.config.max_history
+        if model.item_key_table is not None:
+            model.item_key_table = model.item_key_table.to(device)
+
+    @property
+    def has_dense_head(self) -> bool:
+        return self.model.item_key_table is not None
+
+    @torch.no_grad()
+    def dense_scores(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, n_items) the dense head's logits of the next item (a model trained with `--dense-content`)."""
+        tokens = self.history_tokens(histories).to(self.device)
+        return self.model.dense_scores(tokens).float()
 
     @torch.no_grad()
     def search(self, histories: Sequence[np.ndarray], beam: int,
@@ -134,6 +146,8 @@ def load_generator_recommender(path: Path, config: dict, meta: dict, device: tor
     if verify:
         verify_input(codes_path, meta, "codes", path)
     model = load_weights(Generator(gconfig), path)
+    if gconfig.dense_content_dim:
+        model.item_key_table = load_item_keys(path, len(item_ids), gconfig.d_model)
     beam = beam_size if beam_size is not None else recorded_beam
     if beam < 1:
         raise UsageError("--beam-size must be at least 1")

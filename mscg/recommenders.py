@@ -84,9 +84,9 @@ def load_recommender(path: Path, device: torch.device, *, beam_size: int | None 
         model = load_weights(SASRec(sconfig), path)
         return SASRecRecommender(model, item_ids, device, meta)
     if config["model_type"] == "fused":  # mscg fuse: a generator and a SASRec model, each in its own folder
-        from mscg.fused import FusedRecommender, fused_parts
+        from mscg.fused import DenseHead, FusedRecommender, fused_parts
 
-        weight, candidates, parts = fused_parts(path, config)
+        weights, candidates, parts, kinds = fused_parts(path, config)
         loaded = []
         for part_path, kind in parts:
             part = load_recommender(part_path, device, beam_size=beam_size, verify=verify)
@@ -94,7 +94,9 @@ def load_recommender(path: Path, device: torch.device, *, beam_size: int | None 
                 raise DataError(f"{part_path} holds a {part.kind} model where a {kind} one belongs; re-create "
                                 f"{path} with `mscg fuse`")
             loaded.append(part)
-        return FusedRecommender(*loaded, weight=weight, candidates=candidates, meta=meta)
+        generator = loaded[0]
+        dense = [loaded[1] if kind == "sasrec" else DenseHead(generator) for kind in kinds]
+        return FusedRecommender(generator, dense, weights, candidates=candidates, meta=meta)
     from mscg.generator_recommender import load_generator_recommender
 
     return load_generator_recommender(path, config, meta, device, beam_size=beam_size, codes_path=codes_path,

@@ -206,3 +206,124 @@ def test_a_trained_only_trie_keeps_unseen_items_out_of_the_loss(cold, tmp_path):
     assert (tmp_path / "gen" / "model.safetensors").read_bytes() != before  # the loss did change
     r = invoke("train", "-d", data, "--codes", work / "codes", "-o", tmp_path / "bad", "--train-trie", "some")
     assert_refused(r, 2, "--train-trie", output=tmp_path / "bad")
+
+
+@pytest.fixture(scope="module")
+def dense_generator(cold, tmp_path_factory):
+    """A generator trained with a dense head over the text embeddings (`train --dense-content`)."""
+    data, work, _ = cold
+    out = tmp_path_factory.mktemp("dense") / "gen"
+    ok("train", "-d", data, "--codes", work / "codes", "-o", out, "--dense-content", work / "emb_text",
+       *TINY_GENERATOR)
+    return out
+
+
+def test_a_dense_head_scores_items_by_content_and_fuses_with_its_own_generator(cold, dense_generator, tmp_path):
+    """train --dense-content: the head's item keys are a function of the items' content alone (so an item
+    training never met is scored like any other), and `fuse GENERATOR` without DENSE re-ranks the beam with
+    the head: weight 0 ranks as the head, weight 1 as the generator."""
+    from mscg.artifacts.embeddings import load_embeddings
+    from mscg.training.content_map import content_features
+
+    data, work, withheld = cold
+    shutil.copytree(dense_generator, tmp_path / "gen")
+    generator = load_recommender(tmp_path / "gen", torch.device("cpu"))
+    features = torch.from_numpy(content_features([load_embeddings(work / "emb_text")], generator.item_ids)).float()
+    assert torch.allclose(generator.model.item_keys(features), generator.model.item_key_table, atol=1e-6)
+    ds = load_dataset(data)
+    histories = [ds.split.history(u, "test") for u in range(len(ds.split))]
+    dense = generator.dense_scores(histories)  # (users, items)
+    assert dense.shape == (len(histories), len(generator.item_ids)) and bool(torch.isfinite(dense).all())
+    for weight in (0, 1):
+        ok("fuse", tmp_path / "gen", "-d", data, "-o", tmp_path / f"fused{weight}", "--weight", weight,
+           "--device", "cpu")
+    config = json.loads((tmp_path / "fused0" / "config.json").read_text())
+    assert config["dense"] == "head" and not (tmp_path / "fused0" / "dense").exists()
+    at_zero, at_one = (load_recommender(tmp_path / f"fused{w}", torch.device("cpu")) for w in (0, 1))
+    got, _ = at_zero.top_k(histories, 5)
+    assert torch.equal(got, torch.sort(dense, dim=1, descending=True, stable=True).indices[:, :5])
+    got, _ = at_one.top_k(histories, 5, exclude_history=True)
+    assert torch.equal(got, generator.top_k(histories, 5, exclude_history=True)[0])
+    ok("evaluate", tmp_path / "fused0", "-d", data, "-o", tmp_path / "eval.json", "--device", "cpu")
+    assert json.loads((tmp_path / "eval.json").read_text())["cold_start"]["users"] > 0
+
+
+def test_fuse_without_a_dense_model_needs_a_dense_head(cold, tmp_path):
+    data, work, _ = cold
+    r = invoke("fuse", work / "generator", "-d", data, "-o", tmp_path / "f", "--device", "cpu")
+    assert_refused(r, 2, "dense head", "--dense-content", output=tmp_path / "f")
+    r = invoke("train", "-d", data, "--codes", work / "codes", "-o", tmp_path / "g", "--dense-content",
+               work / "emb_collab", *TINY_GENERATOR)
+    assert_refused(r, 1, "--dense-content", "collab embeddings", output=tmp_path / "g")
+
+
+def test_weight_grid_covers_the_simplex_once():
+    from mscg.fused import weight_grid
+
+    assert weight_grid(2) == [(w, round(1 - w, 10)) for w in WEIGHTS]
+    three = weight_grid(3)
+    assert len(three) == 66 == len(set(three)) and all(abs(sum(ws) - 1) < 1e-9 for ws in three)
+
+
+def test_three_way_fusion_weights_each_part_and_is_chosen_on_validation(cold, dense_generator, tmp_path):
+    """A generator, SASRec and the generator's dense head fused: each corner of the weights ranks as that part
+    alone; `fuse GEN SASREC --dense-head` validates all 66 weightings and writes a model evaluate reads."""
+    from mscg.fused import DenseHead
+
+    data, work, _ = cold
+    generator = load_recommender(dense_generator, torch.device("cpu"))
+    sasrec = load_recommender(work / "sasrec", torch.device("cpu"))
+    ds = load_dataset(data)
+    histories = [ds.split.history(u, "test") for u in range(len(ds.split))]
+    head = DenseHead(generator)
+    fused = {ws: FusedRecommender(generator, [sasrec, head], ws, 20) for ws in ((1, 0, 0), (0, 1, 0), (0, 0, 1))}
+    assert torch.equal(fused[1, 0, 0].top_k(histories, 5)[0], generator.top_k(histories, 5)[0])
+    assert torch.equal(fused[0, 1, 0].top_k(histories, 5)[0], sasrec.top_k(histories, 5)[0])
+    by_head = torch.sort(head.scores(histories), dim=1, descending=True, stable=True).indices[:, :5]
+    assert torch.equal(fused[0, 0, 1].top_k(histories, 5)[0], by_head)
+    ok("fuse", dense_generator, work / "sasrec", "--dense-head", "-d", data, "-o", tmp_path / "all", "--device", "cpu")
+    config = json.loads((tmp_path / "all" / "config.json").read_text())
+    meta = json.loads((tmp_path / "all" / "meta.json").read_text())
+    assert config["dense"] == ["sasrec", "head"] and len(meta["validation"]) == 66
+    best = max(meta["validation"], key=lambda row: row["ndcg@10"])
+    assert config["weights"] == best["weights"] and abs(sum(config["weights"]) - 1) < 1e-9
+    ok("evaluate", tmp_path / "all", "-d", data, "-o", tmp_path / "eval.json", "--device", "cpu")
+    assert json.loads((tmp_path / "eval.json").read_text())["model_type"] == "fused"
+    r = invoke("fuse", dense_generator, work / "sasrec", "--dense-head", "-d", data, "-o", tmp_path / "bad",
+               "--weights", "0.5,0.6,0.1")
+    assert_refused(r, 2, "--weights", output=tmp_path / "bad")
+    r = invoke("fuse", dense_generator, work / "sasrec", "--dense-head", "-d", data, "-o", tmp_path / "bad",
+               "--weight", "0.5")
+    assert_refused(r, 2, "--weights", output=tmp_path / "bad")
+
+
+def test_parts_that_never_met_an_item_abstain_on_it():
+    """fused_scores: where a part abstains the others' weights are renormalised; where all weighted parts
+    abstain, none does; -inf of an abstaining part does not enter."""
+    from mscg.fused import fused_scores
+
+    gen, sasrec = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-3.0, float("-inf")]])
+    head = torch.tensor([[-5.0, -6.0]])
+    unknown = torch.tensor([[False, True]])
+    got = fused_scores([gen, sasrec, head], (0.3, 0.4, 0.3), [unknown, unknown, None])
+    assert torch.allclose(got, torch.tensor([[0.3 * -1 + 0.4 * -3 + 0.3 * -5, -6.0]]))
+    alone = fused_scores([gen, sasrec, head], (0.5, 0.5, 0.0), [unknown, unknown, None])
+    assert torch.allclose(alone[:, 0], torch.tensor([-2.0])) and alone[0, 1] == float("-inf")
+
+
+def test_a_fused_model_with_the_head_scores_withheld_items_by_the_head(cold, dense_generator):
+    from mscg.fused import DenseHead
+
+    data, work, withheld = cold
+    generator = load_recommender(dense_generator, torch.device("cpu"))
+    sasrec = load_recommender(work / "sasrec", torch.device("cpu"))
+    fused = FusedRecommender(generator, [sasrec, DenseHead(generator)], (0.4, 0.3, 0.3), 40)
+    ds = load_dataset(data)
+    histories = [ds.split.history(u, "test") for u in range(len(ds.split))]
+    items, parts = fused.candidates(histories, 10)
+    combined = fused.combine(items, parts, fused.weights)
+    cold_ids = torch.tensor([ds.catalogue.index[i] for i in withheld])
+    is_cold = torch.isin(items, cold_ids)
+    assert is_cold.any() and torch.allclose(combined[is_cold], parts[2][is_cold])
+    warm = (items >= 0) & ~is_cold
+    assert torch.allclose(combined[warm], (0.4 * parts[0] + 0.3 * parts[1] + 0.3 * parts[2])[warm])

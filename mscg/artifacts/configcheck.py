@@ -131,6 +131,8 @@ RULES: dict[str, Rule] = {
     "commitment": real(0, 1e6), "rq_weight": real(0, 1e6), "center_momentum": real(0, 1),
     "student_temp": real(0, 100, open_low=True), "teacher_temp": real(0, 100, open_low=True),
     "cache_scale": real(0, 16, open_low=True),
+    "dense_loss_weight": real(0, 1e6), "dense_temperature": real(0, 100, open_low=True),
+    "dense_negatives": integer(1, MAX_INT), "dense_content_dim": integer(0, 1 << 20),
     # switches and names
     "normalize": boolean, "dual_positions": boolean, "refit_codebooks": boolean,
     "modality": one_of(MODALITIES), "decode_modality": one_of(MODALITIES), "backbone": one_of(BACKBONES),

@@ -23,6 +23,7 @@ from mscg.errors import DataError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CODES_DIR = "codes"  # a generator directory's own copy of its codes
+ITEM_KEYS_FILE = "item_keys.safetensors"  # a generator's dense-head item keys (N, C), when it has the head
 
 
 def copy_codes_into(out_dir: Path, codes_path: Path, sha256: str | None = None) -> str:
@@ -94,3 +95,24 @@ def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
         raise DataError(f"{path}/{WEIGHTS_FILE} does not match its config (missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}); re-create the directory")
     return model
+
+
+def save_item_keys(out_dir: Path, keys: torch.Tensor) -> None:
+    save_file({"keys": keys.detach().float().contiguous().cpu()}, str(Path(out_dir) / ITEM_KEYS_FILE))
+
+
+def load_item_keys(path: Path, n_items: int, dim: int) -> torch.Tensor:
+    """A generator directory's (n_items, dim) dense-head item keys, checked."""
+    file = Path(path) / ITEM_KEYS_FILE
+    try:
+        keys = load_file(str(file)).get("keys")
+    except FileNotFoundError:
+        raise DataError(f"{file} is missing (the model has a dense head); copy the whole directory, or re-create "
+                        "it with `mscg train --dense-content`") from None
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{file} is not a readable safetensors file ({str(e).splitlines()[0]}); re-create the "
+                        "directory") from None
+    if keys is None or tuple(keys.shape) != (n_items, dim) or not bool(torch.isfinite(keys).all()):
+        raise DataError(f"{file} does not hold finite keys of shape ({n_items}, {dim}) for the model's items; "
+                        "re-create the directory with `mscg train --dense-content`")
+    return keys.float()

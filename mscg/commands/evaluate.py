@@ -212,7 +212,8 @@ def memory_line(metrics: dict[str, Any]) -> str:
     """The paper's memory argument, measured: bytes per item of the model's item representation."""
     b = metrics["bytes_per_item"]
     if metrics["model_type"] == "fused":
-        return f"item memory: {b:g} bytes per item (the generator's codes plus SASRec's float32 embedding table)"
+        return (f"item memory: {b:g} bytes per item (the generator's codes plus the dense scorer's float32 item table: "
+                "SASRec's embeddings or the dense head's keys)")
     if metrics["model_type"] == "sasrec":
         return f"item memory: {b:g} bytes per item (a {b / 4:g}-d float32 embedding table, grows with the catalogue)"
     return (f"item memory: {b:g} bytes per item as codes (one byte per code token) vs 256 bytes per item for a "

@@ -15,8 +15,9 @@ from mscg.training.defaults import DEFAULT_VALID_USERS, FUSE_CANDIDATES
 
 @dataclass
 class FuseResult:
-    weight: float
+    weights: list[float]  # one per part, the generator's first
     chosen: bool  # chosen on validation (not given)
+    parts: list[str] = field(default_factory=list)  # "generator", then each dense scorer's kind
     validation: list[dict[str, Any]] = field(default_factory=list)
     users: int = 0
 
@@ -37,11 +38,14 @@ def copy_model_dir(source: Path, dest: Path) -> None:
             copy_model_dir(child, dest / child.name)
 
 
-def fuse(generator: Path, dense: Path, data: Path, output: Path, *, weight: float | None = None,
-         candidates: int = FUSE_CANDIDATES, valid_users: int = DEFAULT_VALID_USERS, batch_size: int = 256,
-         seed: int = 0, device: str = "auto", force: bool = False, verify: bool = True) -> FuseResult:
-    """Validate every weight in WEIGHTS on DATA's validation targets (a seeded sample of `valid_users`), keep
-    the best NDCG@10 (or the given `weight`) and write the fused model directory."""
+def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weight: float | None = None,
+         weights: list[float] | None = None, head: bool | None = None, candidates: int = FUSE_CANDIDATES,
+         valid_users: int = DEFAULT_VALID_USERS, batch_size: int = 256, seed: int = 0, device: str = "auto",
+         force: bool = False, verify: bool = True) -> FuseResult:
+    """Validate every weighting on DATA's validation targets (a seeded sample of `valid_users`), keep the best
+    NDCG@10 (or the given `weight` / `weights`) and write the fused model directory. The dense scorers: the SASRec
+    model `dense`, and/or the generator's own dense head (`head`; by default, when no `dense` is given). With one
+    dense scorer the weightings are the generator's WEIGHTS (`weight`), with two a 0.1 grid (`weights`)."""
     import torch
 
     from mscg.artifacts.atomic import AtomicDir, check_output
@@ -49,73 +53,123 @@ def fuse(generator: Path, dense: Path, data: Path, output: Path, *, weight: floa
     from mscg.artifacts.modeldir import CONFIG_FILE
     from mscg.data.split import load_dataset
     from mscg.errors import DataError, UsageError
-    from mscg.fused import DENSE_DIR, GENERATOR_DIR, WEIGHTS, FusedRecommender, fused_scores
+    from mscg.fused import DENSE_DIR, GENERATOR_DIR, WEIGHTS, DenseHead, FusedRecommender, weight_grid
     from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
     from mscg.popularity import COUNTS_KEY
     from mscg.recommenders import load_recommender
     from mscg.training.distributed import resolve_device
     from mscg.training.generator import validation_users
 
+    head = dense is None if head is None else head
+    kinds = (["sasrec"] if dense is not None else []) + (["head"] if head else [])
+    if not kinds:
+        raise UsageError("nothing to fuse the generator with: pass a SASRec model directory as DENSE, or --dense-head")
     if weight is not None and not 0 <= weight <= 1:
         raise UsageError(f"--weight {weight} must be from 0 (the dense model alone) to 1 (the generator alone)")
+    if weight is not None and len(kinds) > 1:
+        raise UsageError("with two dense scorers give --weights W_GENERATOR,W_SASREC,W_HEAD instead of --weight")
+    if weights is not None and (len(weights) != len(kinds) + 1 or any(not 0 <= w <= 1 for w in weights)
+                                or abs(sum(weights) - 1) > 1e-6):
+        raise UsageError(f"--weights must be {len(kinds) + 1} numbers from 0 to 1 summing to 1 (the generator's, "
+                         f"then {', '.join(kinds)})")
     if min(candidates, valid_users, batch_size) < 1:
         raise UsageError("--candidates, --valid-users and --batch-size must be at least 1")
-    inputs = [Path(generator), Path(dense), Path(data), *meta_inputs(generator), *meta_inputs(dense)]
+    dense_paths = [] if dense is None else [Path(dense)]
+    inputs = [Path(generator), *dense_paths, Path(data), *meta_inputs(generator),
+              *(q for p in dense_paths for q in meta_inputs(p))]
     check_output(output, force=force, inputs=inputs)
     dev = resolve_device(device)
-    parts = [load_recommender(Path(generator), dev, verify=verify), load_recommender(Path(dense), dev, verify=verify)]
-    for (path, part), wanted, flag in zip(((generator, parts[0]), (dense, parts[1])), ("mscg-generator", "sasrec"),
-                                          ("GENERATOR", "DENSE")):
+    loaded = [load_recommender(p, dev, verify=verify) for p in [Path(generator), *dense_paths]]
+    for path, part, wanted, flag in zip([generator, *dense_paths], loaded, ("mscg-generator", "sasrec"),
+                                        ("GENERATOR", "DENSE")):
         if part.kind != wanted:
             raise UsageError(f"{flag} {path} holds a {part.kind} model; pass a {wanted} model directory "
                              f"({'`mscg train`' if wanted == 'mscg-generator' else '`mscg collab --model-out`'})")
-    fused = FusedRecommender(*parts, weight=1.0, candidates=candidates)
+    if head and not loaded[0].has_dense_head:
+        raise UsageError(f"GENERATOR {generator} has no dense head: pass a SASRec model directory as DENSE, or train "
+                         "the generator with --dense-content")
+    scorers = [loaded[1] if kind == "sasrec" else DenseHead(loaded[0]) for kind in kinds]
+    fused = FusedRecommender(loaded[0], scorers, [1.0] + [0.0] * len(scorers), candidates=candidates)
     ds = load_dataset(data)
     if fused.item_ids != ds.catalogue.item_ids:
         raise DataError(f"the models were trained on another catalogue than {ds.catalogue.path}; fuse them on the "
                         "data they were trained with")
+    grid = [(w, round(1 - w, 10)) for w in WEIGHTS] if len(kinds) == 1 else weight_grid(len(kinds) + 1)
     users = validation_users(len(ds.split), valid_users, seed).tolist()
-    sums: dict[float, dict[str, float]] = {w: {} for w in WEIGHTS}
+    sums: list[dict[str, float]] = [{} for _ in grid]
     for start in range(0, len(users), batch_size):
         chunk = users[start:start + batch_size]
         histories = [ds.split.history(u, "valid") for u in chunk]
         targets = torch.tensor([ds.split.target(u, "valid") for u in chunk])
-        items, gen_scores, dense_scores = fused.candidates(histories, 10)
-        for w in WEIGHTS:
-            top, _ = fused.order(items, fused_scores(gen_scores, dense_scores, w), 10)
-            add_sums(sums[w], metric_sums(ranks_from_lists(top, targets)))
-    validation = [{"weight": w, **{k: round(v, 6) for k, v in means(s).items()}} for w, s in sums.items()]
-    chosen = weight is None
-    if chosen:  # the best NDCG@10; ties go to the weight listed first
-        weight = max(validation, key=lambda row: row["ndcg@10"])["weight"]
-    gen_meta = parts[0].meta
+        items, part_scores = fused.candidates(histories, 10)
+        for n, ws in enumerate(grid):
+            scores = fused.combine(items, part_scores, ws)
+            if fused.untrained is not None:  # chosen on the items every part knows (see mscg/fused.py's NOTE)
+                scores = scores.masked_fill(fused.untrained[items.clamp(min=0)], float("-inf"))
+            top, _ = fused.order(items, scores, 10)
+            add_sums(sums[n], metric_sums(ranks_from_lists(top, targets)))
+    key = "weight" if len(kinds) == 1 else "weights"
+    validation = [{key: ws[0] if len(kinds) == 1 else list(ws), **{k: round(v, 6) for k, v in means(s).items()}}
+                  for ws, s in zip(grid, sums)]
+    chosen = weight is None and weights is None
+    if chosen:  # the best NDCG@10; ties go to the weighting listed first
+        best = max(range(len(grid)), key=lambda n: validation[n]["ndcg@10"])
+        final = list(grid[best])
+    else:
+        final = [weight, round(1 - weight, 10)] if weight is not None else list(weights)
+    gen_meta = loaded[0].meta
     meta_fields: dict[str, Any] = {
         "item_ids": list(fused.item_ids), "weight_chosen_on": "valid" if chosen else "given",
         "validation": validation, "valid_users": len(users),
-        "provenance": provenance({"generator": Path(generator), "dense": Path(dense),
+        "provenance": provenance({"generator": Path(generator), **({"dense": Path(dense)} if dense else {}),
                                   "interactions": ds.interactions_path, "items": ds.items_path}, seed),
     }
     if COUNTS_KEY in gen_meta:  # training popularity (--fallback popular, --by-popularity)
         meta_fields[COUNTS_KEY] = gen_meta[COUNTS_KEY]
+    config: dict[str, Any] = {"model_type": "fused", "candidates": candidates}
+    if len(kinds) == 1:
+        config.update(weight=final[0], dense=kinds[0])
+    else:
+        config.update(weights=final, dense=kinds)
     with AtomicDir(output, force=force, inputs=inputs) as tmp:
         copy_model_dir(generator, tmp / GENERATOR_DIR)
-        copy_model_dir(dense, tmp / DENSE_DIR)
-        write_json(tmp / CONFIG_FILE, {"model_type": "fused", "weight": weight, "candidates": candidates})
+        if dense is not None:
+            copy_model_dir(dense, tmp / DENSE_DIR)
+        write_json(tmp / CONFIG_FILE, config)
         write_json(tmp / "meta.json", new_meta("model", model_type="fused", **meta_fields))
-    return FuseResult(weight=float(weight), chosen=chosen, validation=validation, users=len(users))
+    return FuseResult(weights=[float(w) for w in final], chosen=chosen, parts=["generator", *kinds],
+                      validation=validation, users=len(users))
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    from mscg.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--weights {text!r}: give comma-separated numbers, e.g. 0.5,0.3,0.2") from None
 
 
 @user_errors
 def fuse_cli(
     generator: Annotated[Path, typer.Argument(help="Generator model directory (from `mscg train`).",
                                               show_default=False)],
-    dense: Annotated[Path, typer.Argument(help="SASRec model directory (from `mscg collab --model-out`).",
-                                          show_default=False)],
     data: DataOpt,
     output: OutputOpt,
+    dense: Annotated[Path | None, typer.Argument(help="SASRec model directory (from `mscg collab --model-out`); "
+                                                 "omitted: the generator's own dense head (`train --dense-content`).",
+                                                 show_default=False)] = None,
     weight: Annotated[float | None, typer.Option(help="Weight of the generator's score, 0 to 1 (default: the best "
                                                       "validation NDCG@10 of 0, 0.1, ..., 1).")] = None,
-    candidates: Annotated[int, typer.Option(help="Dense model's best items added to the generator's beam.")
+    weights: Annotated[str | None, typer.Option(help="With two dense scorers: the weights of the generator, SASRec "
+                                                     "and the dense head, comma-separated, summing to 1 (default: "
+                                                     "the best on validation of a 0.1 grid).")] = None,
+    dense_head: Annotated[bool | None, typer.Option("--dense-head/--no-dense-head", help="Also score with the "
+                                                    "generator's own dense head (`train --dense-content`); default: "
+                                                    "when no DENSE is given.", show_default=False)] = None,
+    candidates: Annotated[int, typer.Option(help="Each dense scorer's best items added to the generator's beam.")
                           ] = FUSE_CANDIDATES,
     valid_users: Annotated[int, typer.Option(help="Validation users the weight is chosen on (a seeded sample when "
                                                   "there are more).")] = DEFAULT_VALID_USERS,
@@ -125,9 +179,12 @@ def fuse_cli(
     seed: SeedOpt = 0,
     force: ForceOpt = False,
 ) -> None:
-    """Fuse a generator and a SASRec model of the same data into one model (beyond the paper): the union of the
-    generator's beam and SASRec's best --candidates items, re-ranked by weight * generator log-probability +
-    (1 - weight) * SASRec log-probability. The weight is chosen on the validation split unless given.
+    """Fuse a generator and dense scorers of the same data into one model (beyond the paper): the union of the
+    generator's beam and each dense scorer's best --candidates items, re-ranked by weight * generator
+    log-probability + (1 - weight) * dense log-probability. The dense scorer is a SASRec model (DENSE) and/or the
+    generator's own dense head (--dense-head, the default without DENSE; trained with `train --dense-content`, it
+    scores items by content, so new items can be recommended); with both, one weight each (--weights). The
+    weights are chosen on the validation split unless given.
 
     Writes OUTPUT, a model directory holding copies of both models; `evaluate`, `recommend`, `serve` and
     `mscg.load` use it like any model (metrics name it model_type "fused").
@@ -137,9 +194,21 @@ def fuse_cli(
       mscg fuse work/mscgrec work/sasrec -d data/ml-100k -o work/fused
 
       mscg evaluate work/fused -d data/ml-100k -o work/eval_fused.json
+
+      mscg fuse work/mscgrec_dense -d data/ml-100k -o work/fused_head
+
+      mscg fuse work/mscgrec_dense work/sasrec --dense-head -d data/ml-100k -o work/fused_all
     """
-    r = fuse(generator, dense, data, output, weight=weight, candidates=candidates, valid_users=valid_users,
-             batch_size=batch_size, seed=seed, device=device, force=force, verify=not no_verify)
-    cells = ", ".join(f"{row['weight']:g}: {row['ndcg@10']:.4f}" for row in r.validation)
-    info(f"validation NDCG@10 by weight on {r.users:,} users ({cells})")
-    info(f"wrote {output}: weight {r.weight:g} " + ("(best on validation)" if r.chosen else "(given)"))
+    r = fuse(generator, dense, data, output, weight=weight, weights=parse_weights(weights), head=dense_head,
+             candidates=candidates, valid_users=valid_users, batch_size=batch_size, seed=seed, device=device,
+             force=force, verify=not no_verify)
+    if len(r.parts) == 2:
+        cells = ", ".join(f"{row['weight']:g}: {row['ndcg@10']:.4f}" for row in r.validation)
+        info(f"validation NDCG@10 by weight on {r.users:,} users ({cells})")
+        info(f"wrote {output}: weight {r.weights[0]:g} " + ("(best on validation)" if r.chosen else "(given)"))
+    else:
+        best = sorted(r.validation, key=lambda row: -row["ndcg@10"])[:3]
+        cells = ", ".join(f"{'/'.join(f'{w:g}' for w in row['weights'])}: {row['ndcg@10']:.4f}" for row in best)
+        info(f"validation NDCG@10 of {len(r.validation)} weightings on {r.users:,} users, best: {cells}")
+        shown = ", ".join(f"{part} {w:g}" for part, w in zip(r.parts, r.weights))
+        info(f"wrote {output}: weights {shown} " + ("(best on validation)" if r.chosen else "(given)"))

@@ -54,7 +54,7 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
     from mscg.data.items import load_catalogue
     from mscg.data.split import dataset_files
     from mscg.errors import DataError, UsageError
-    from mscg.training.content_map import content_features, fit_content_map
+    from mscg.training.content_map import content_features, fit_content_map, load_contents
 
     if min_interactions < 1:
         raise UsageError(f"--min-interactions {min_interactions} must be at least 1 (1: only items without any)")
@@ -68,17 +68,8 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
     trained_emb = load_embeddings(collab, "--collab")
     if trained_emb.modality != "collab":
         raise DataError(f"--collab {collab} holds {trained_emb.modality} embeddings; pass the output of `mscg collab`")
-    content = [load_embeddings(p, "--content") for p in contents]
+    content = load_contents(contents, "--content", catalogue, items_path)
     modalities = [e.modality for e in content]
-    for path, emb in zip(contents, content):
-        if emb.modality == "collab":
-            raise DataError(f"--content {path} holds collab embeddings; pass text or image embeddings")
-        if modalities.count(emb.modality) > 1:
-            raise UsageError(f"two --content artifacts of the {emb.modality} modality; pass one per modality")
-        unknown = next((i for i in emb.item_ids if i not in catalogue.index), None)
-        if unknown is not None:
-            raise DataError(f"--content {path} has item {unknown!r}, which is not in {items_path}; make the "
-                            "embeddings from the same items.jsonl")
     untrained = untrained_items(trained_emb, data, catalogue, min_interactions)
     collab_rows = trained_emb.row_of()
     with_content = set().union(*(e.item_ids for e in content))

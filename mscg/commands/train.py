@@ -66,14 +66,18 @@ def check_config(config: GeneratorConfig, valid_users: int, beam_size: int) -> N
         raise UsageError("--label-smoothing must be in [0, 1)")
     if beam_size < 10:
         raise UsageError("--beam-size must be at least 10: early stopping watches validation NDCG@10")
+    if config.dense_loss_weight < 0 or config.dense_negatives < 1 or not config.dense_temperature > 0:
+        raise UsageError("--dense-loss-weight must be >= 0, --dense-negatives >= 1 and --dense-temperature > 0")
 
 
 def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig | None = None,
           loop: LoopConfig = GENERATOR_LOOP, modalities: str | None = None, valid_users: int = DEFAULT_VALID_USERS,
-          beam_size: int = DEFAULT_BEAM_SIZE, window_stride: int | None = None, device: str = "auto",
-          force: bool = False, resume: bool = False, keep_checkpoint: bool = False) -> TrainResult:
+          beam_size: int = DEFAULT_BEAM_SIZE, window_stride: int | None = None, dense_content: list[Path] | None = None,
+          device: str = "auto", force: bool = False, resume: bool = False, keep_checkpoint: bool = False
+          ) -> TrainResult:
     """Train the generator over the codes (`config`: the architecture; its vocabulary and input modalities
-    are taken from the codes, `modalities` chooses among them; `loop.seed` seeds it) and write OUTPUT."""
+    are taken from the codes, `modalities` chooses among them; `loop.seed` seeds it) and write OUTPUT. With
+    `dense_content` (text/image embeddings) the model also gets a dense head over the items' content."""
     from mscg.artifacts.codes import load_codes
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.training import distributed as dist
@@ -88,7 +92,8 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
                          f"({config.max_history})")
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
-    inputs = [Path(data), items_path, interactions_path, codes_path]  # never write into DATA
+    dense_content = [Path(p) for p in dense_content or []]
+    inputs = [Path(data), items_path, interactions_path, codes_path, *dense_content]  # never write into DATA
     if dist.is_main():
         check_output(output, force=force, inputs=inputs)
     codes = load_codes(codes_path)
@@ -103,8 +108,19 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
         raise UsageError(f"--decode {config.decode_modality}: the codes hold {', '.join(available)}; choose one "
                          "of those")
     config = replace(config, vocabulary=codes.vocab.to_json(), modalities=parse_modalities(modalities, available))
+    item_content, content_inputs = None, {}
+    if dense_content:
+        import torch
+
+        from mscg.training.content_map import content_features, load_contents
+
+        contents = load_contents(dense_content, "--dense-content", ds.catalogue, items_path)
+        item_content = torch.from_numpy(content_features(contents, codes.item_ids)).float()  # (N, F)
+        config = replace(config, dense_content_dim=item_content.shape[1])
+        content_inputs = {f"dense_content_{e.modality}": p for p, e in zip(dense_content, contents)}
     dev = dist.resolve_device(device)
-    prov = provenance({"items": items_path, "interactions": interactions_path, "codes": codes_path}, loop.seed)
+    prov = provenance({"items": items_path, "interactions": interactions_path, "codes": codes_path,
+                       **content_inputs}, loop.seed)
 
     setup: dict = {}
     if dist.is_main():
@@ -118,16 +134,18 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
                     else f"{found['samples']:,} samples")
             info(f"train: {what}, {found['parameters'] / 1e6:.2f}M parameters, inputs "
                  f"{'+'.join(config.modalities)} -> {config.decode_modality} codes, constraint {config.constraint}, "
-                 f"validation on {found['valid_users']:,} users")
+                 + (f"a dense head over {', '.join(k.removeprefix('dense_content_') for k in content_inputs)}, "
+                    if content_inputs else "")
+                 + f"validation on {found['valid_users']:,} users")
 
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
         events = fit_generator(config, loop, codes, ds, device=dev, valid_users=valid_users, beam_size=beam_size,
-                               window_stride=window_stride,
+                               window_stride=window_stride, item_content=item_content,
                                checkpoint_dir=tmp, resume=resume, fingerprint={"inputs": prov["inputs"]})
         model, result = render(events, "train (generator)", quiet=not dist.is_main(), on_info=announce)
         if dist.is_main():
-            from mscg.artifacts.modeldir import copy_codes_into
+            from mscg.artifacts.modeldir import copy_codes_into, save_item_keys
             from mscg.popularity import train_counts
 
             # the model directory carries its codes (named relatively) and its training popularity
@@ -136,6 +154,8 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
                            codes=own_codes, beam_size=beam_size, parameters=setup["parameters"],
                            training=result.summary(), provenance=prov,
                            train_item_counts=train_counts(ds.split, len(ds.catalogue)).tolist())
+            if model.item_key_table is not None:
+                save_item_keys(tmp, model.item_key_table)
             if not keep_checkpoint:
                 (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
@@ -181,6 +201,17 @@ def train_cli(
                                                  "interactions: an item training never meets, new or withheld, "
                                                  "is then no negative, and stays decodable).")
                           ] = MODEL.train_trie,
+    dense_content: Annotated[list[Path] | None, typer.Option(
+        "--dense-content", help="Beyond the paper (LIGER-style): also train a dense head that scores every item by "
+        "these text/image embeddings (from `mscg embed`; repeat per modality), for `mscg fuse` to re-rank the beam "
+        "with, and that scores items training never met.", show_default=False)] = None,
+    dense_loss_weight: Annotated[float, typer.Option(help="Weight of the dense head's loss next to the codes' "
+                                                          "loss.")] = MODEL.dense_loss_weight,
+    dense_negatives: Annotated[int, typer.Option(help="Items each step's dense softmax runs over (a uniform "
+                                                      "sample plus the batch's targets in larger catalogues).")
+                               ] = MODEL.dense_negatives,
+    dense_temperature: Annotated[float, typer.Option(help="Temperature of the dense head's cosine scores.")
+                                 ] = MODEL.dense_temperature,
     samples: Annotated[str, typer.Option(help="prefix: one training prefix per sample, a bidirectional encoder "
                                               "(the paper's model); window: every target of a history window in "
                                               "one pass, a causal encoder.")] = MODEL.samples,
@@ -223,12 +254,14 @@ def train_cli(
                              n_layers=n_layers, n_decoder_layers=n_decoder_layers, n_heads=n_heads, d_ff=d_ff,
                              dropout=dropout, modality_mask_prob=mask_prob, dual_positions=dual_positions,
                              history_encoding=history_encoding, samples=samples, label_smoothing=label_smoothing,
-                             train_trie=train_trie)
+                             train_trie=train_trie, dense_loss_weight=dense_loss_weight,
+                             dense_negatives=dense_negatives, dense_temperature=dense_temperature)
     loop = replace(GENERATOR_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                    patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
                    precision=precision, seed=seed, log_every=log_every)
     r = train(data, codes, output, config=config, loop=loop, modalities=modalities, valid_users=valid_users,
-              beam_size=beam_size, window_stride=window_stride, device=device, force=force, resume=resume,
+              beam_size=beam_size, window_stride=window_stride, dense_content=dense_content, device=device,
+              force=force, resume=resume,
               keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist
 

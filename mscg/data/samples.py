@@ -118,7 +118,8 @@ class GeneratorSamples:
         if self.mask_prob > 0:
             tokens = mask_modalities(tokens, self.slot_modality, self.mask_tokens, self.mask_prob)
         targets = torch.from_numpy(targets)
-        return {"history": tokens, "target": self.target_codes[targets], "allowed": self.trie.allowed_along(targets)}
+        return {"history": tokens, "target": self.target_codes[targets], "allowed": self.trie.allowed_along(targets),
+                "item": targets}
 
 
 class GeneratorWindows:
@@ -161,7 +162,7 @@ class GeneratorWindows:
         items = targets.clamp(min=0)
         allowed = self.trie.allowed_along(items.reshape(-1))  # (B*L, D, W)
         return {"history": tokens, "target": self.target_codes[items], "valid": targets >= 0,
-                "allowed": allowed.view(*targets.shape, *allowed.shape[1:])}
+                "allowed": allowed.view(*targets.shape, *allowed.shape[1:]), "item": items}
 
 
 def mask_modalities(tokens: torch.Tensor, slot_modality: torch.Tensor, mask_tokens: torch.Tensor,

@@ -21,6 +21,13 @@ counted back from the most recent item. Inference reads the whole history either
 NOTE: constrained sequence learning normalises the softmax at each target step over the children of
 the ground-truth prefix in the decode-modality trie ("trie"), over the level's own range ("level"),
 or over the whole vocabulary ("off").
+NOTE (beyond the paper, after LIGER, Yang et al. 2024, arXiv 2411.18814): with `dense_content_dim` > 0 a dense
+head maps the decoder's start state (the one that predicts the first code) to a query, and every item's content
+features (text/image embeddings, `train --dense-content`) through a linear map to a key; the score is their
+cosine over a temperature, trained by a softmax over the catalogue (or `dense_negatives` sampled items) next to
+the codes' loss. Keys depend on content only, so an item training never met is scored like any other; it is no
+negative in training either (fit_generator's pool holds the items with training interactions): with more content
+dimensions than items the key map could otherwise bury each such item individually.
 """
 
 from __future__ import annotations
@@ -64,6 +71,17 @@ class Generator(nn.Module):
         self.register_buffer("level_valid", valid, persistent=False)
         self.register_buffer("slot_modality", torch.tensor(
             [config.modalities.index(vocab.slots[c].modality) for c in self.input_columns]), persistent=False)
+        self.dense_query = self.dense_key = None
+        if config.dense_content_dim:
+            self.dense_query = nn.Linear(config.d_model, config.d_model)
+            self.dense_key = nn.Linear(config.dense_content_dim, config.d_model)
+        # (N, F) content features the dense loss reads in training, set by fit_generator; (N, C) unit-norm item keys
+        # scored at inference, computed once from them (`item_keys`) and kept in the model directory. Plain
+        # attributes, not buffers: DDP would broadcast catalogue-sized buffers at every step.
+        self.item_content: torch.Tensor | None = None
+        self.item_key_table: torch.Tensor | None = None
+        # (M,) the items the dense softmax runs over (fit_generator: those with training interactions); None: all
+        self.dense_pool: torch.Tensor | None = None
 
     # ---- encoder -------------------------------------------------------------------------------
     def encode(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,23 +157,70 @@ class Generator(nn.Module):
             logp = logits - full.logsumexp(dim=-1, keepdim=True)
         return logp.masked_fill(~allowed, float("-inf"))
 
+    # ---- dense head ----------------------------------------------------------------------------
+    def dense_queries(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, C) decoder start states -> (N, C) unit-norm queries."""
+        return F.normalize(self.dense_query(hidden), dim=-1)
+
+    def item_keys(self, content: torch.Tensor) -> torch.Tensor:
+        """(N, F) content features -> (N, C) unit-norm item keys."""
+        return F.normalize(self.dense_key(content), dim=-1)
+
+    def dense_scores(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, H, S) history tokens -> (B, N) the dense head's logits over the items of `item_key_table`."""
+        states, mask = self.encode(history)
+        start = torch.full((len(history), 1), BOS, dtype=torch.long, device=history.device)
+        query = self.dense_queries(self.decode(start, states, mask)[:, 0])  # (B, C)
+        return query.float() @ self.item_key_table.T / self.config.dense_temperature
+
+    def dense_loss(self, hidden: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the target item among the items of `dense_pool` (all items when None), at most
+        `dense_negatives` of them: then the batch's targets and a uniform sample, where a sampled copy of a row's
+        own target does not count against it.
+
+        hidden: (N, C) decoder start states, item: (N,) target item indices (all in the pool)."""
+        content = self.item_content
+        pool = self.dense_pool if self.dense_pool is not None else torch.arange(len(content), device=item.device)
+        accidental = None
+        if len(pool) <= self.config.dense_negatives:
+            candidates = pool
+            position = torch.full((len(content),), -1, dtype=torch.long, device=item.device)
+            position[pool] = torch.arange(len(pool), device=item.device)
+            target = position[item]  # (N,)
+        else:
+            positives, target = item.unique(return_inverse=True)  # (P,), (N,)
+            sampled = pool[torch.randint(len(pool), (self.config.dense_negatives,), device=item.device)]
+            candidates = torch.cat([positives, sampled])
+            accidental = torch.cat([torch.zeros(len(item), len(positives), dtype=torch.bool, device=item.device),
+                                    sampled[None] == item[:, None]], dim=1)  # (N, M)
+        logits = (self.dense_queries(hidden) @ self.item_keys(content[candidates]).T).float()  # (N, M)
+        logits = logits / self.config.dense_temperature
+        if accidental is not None:
+            logits = logits.masked_fill(accidental, float("-inf"))
+        return self.config.dense_loss_weight * F.cross_entropy(logits, target)
+
     # ---- training ------------------------------------------------------------------------------
     def forward(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor | None = None, item: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of generating the target codes.
 
         One target per history: history (B, H, S) tokens; target (B, D) local codes of the decode
         modality; allowed (B, D, W) bool, the trie children of the ground-truth prefix at every step.
         A window (with `valid`): target (B, H, D) and allowed (B, H, D, W) for the next item of every
         position, valid (B, H) bool where that target exists; the loss is the mean over valid targets.
+        `item`: the target items' indices ((B,) or (B, H)), which the dense head's loss (when the model has one)
+        adds to the codes' loss.
         """
         if valid is not None:
-            return self.window_loss(history, target, allowed, valid)
+            return self.window_loss(history, target, allowed, valid, item)
         states, mask = self.encode(history)
         target_tokens = self.level_token.gather(1, target.T).T  # (B, D) vocabulary ids
         decoder_input = torch.cat([torch.full_like(target_tokens[:, :1], BOS), target_tokens[:, :-1]], dim=1)
         hidden = self.decode(decoder_input, states, mask)  # (B, D, C)
-        return self.sequence_loss(hidden, target, allowed)
+        loss = self.sequence_loss(hidden, target, allowed)
+        if self.dense_query is not None:
+            loss = loss + self.dense_loss(hidden[:, 0], item)
+        return loss
 
     @property
     def output_scale(self) -> float:
@@ -163,7 +228,7 @@ class Generator(nn.Module):
         return self.t5.output_scale
 
     def window_loss(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
-                    valid: torch.Tensor) -> torch.Tensor:
+                    valid: torch.Tensor, item: torch.Tensor | None = None) -> torch.Tensor:
         """Every target of a window in one pass (see `forward`): one causal encoder pass, one decoder pass
         for all positions, the sequence of position t cross-attending to positions <= t."""
         first = first_real_column(history)
@@ -178,8 +243,14 @@ class Generator(nn.Module):
         hidden = self.t5.decode(decoder_input[user, position], states, user, sees,
                                 start=states[user, position]) * self.output_scale  # (N, D, C)
         if not len(user):
-            return hidden.sum() + 0.0 * states.sum()  # no target in this batch: zero, every parameter in the graph
-        return self.sequence_loss(hidden, target[user, position], allowed[user, position])
+            zero = hidden.sum() + 0.0 * states.sum()  # no target in this batch: zero, every parameter in the graph
+            if self.dense_query is not None:
+                zero = zero + 0.0 * sum(p.sum() for m in (self.dense_query, self.dense_key) for p in m.parameters())
+            return zero
+        loss = self.sequence_loss(hidden, target[user, position], allowed[user, position])
+        if self.dense_query is not None:
+            loss = loss + self.dense_loss(hidden[:, 0], item[:, first:][user, position])
+        return loss
 
     def sequence_loss(self, hidden: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Mean over steps of the cross-entropy, normalised over the permitted tokens of each step; with

@@ -39,6 +39,12 @@ class GeneratorConfig(JsonConfig):
     # "all": the trie of every item (the paper); "trained": only items with training interactions, so an item
     # that training never meets (new, withheld) is not pushed down as a sibling of the targets
     train_trie: str = "all"
+    # beyond the paper (LIGER-style): a dense head scoring every item by its content, trained with the codes'
+    # loss; 0 = none, else the width of the content features it reads (`train --dense-content`)
+    dense_content_dim: int = 0
+    dense_loss_weight: float = 1.0  # weight of the dense head's loss next to the codes' cross-entropy
+    dense_temperature: float = 0.05  # softmax temperature of the head's cosine scores
+    dense_negatives: int = 4096  # items each step's dense softmax runs over (all of them in smaller catalogues)
     model_type: str = "mscg-generator"
 
     def __post_init__(self) -> None:

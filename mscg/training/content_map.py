@@ -8,6 +8,7 @@ collab embedding of items that have content but no training interactions (new or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,26 @@ from mscg.artifacts.embeddings import Embeddings
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried (features are unit-norm per modality)
 HOLDOUT_SHARE = 0.1
 MIN_FIT_ITEMS = 10
+
+
+def load_contents(paths: list[Path], flag: str, catalogue, items_path: Path) -> list[Embeddings]:
+    """Text and/or image embeddings of catalogue items, one artifact per modality (DataError/UsageError naming
+    `flag` and the fix otherwise)."""
+    from mscg.artifacts.embeddings import load_embeddings
+    from mscg.errors import DataError, UsageError
+
+    content = [load_embeddings(p, flag) for p in paths]
+    modalities = [e.modality for e in content]
+    for path, emb in zip(paths, content):
+        if emb.modality == "collab":
+            raise DataError(f"{flag} {path} holds collab embeddings; pass text or image embeddings")
+        if modalities.count(emb.modality) > 1:
+            raise UsageError(f"two {flag} artifacts of the {emb.modality} modality; pass one per modality")
+        unknown = next((i for i in emb.item_ids if i not in catalogue.index), None)
+        if unknown is not None:
+            raise DataError(f"{flag} {path} has item {unknown!r}, which is not in {items_path}; make the "
+                            "embeddings from the same items.jsonl")
+    return content
 
 
 def content_features(contents: list[Embeddings], item_ids: list[str]) -> np.ndarray:

@@ -47,16 +47,24 @@ def validation_users(n_users: int, valid_users: int, seed: int) -> np.ndarray:
 
 def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: Dataset, *, device: torch.device,
                   valid_users: int = DEFAULT_VALID_USERS, beam_size: int = DEFAULT_BEAM_SIZE,
-                  window_stride: int | None = None,
+                  window_stride: int | None = None, item_content: torch.Tensor | None = None,
                   checkpoint_dir: Path | None = None, resume: bool = False, fingerprint: dict[str, Any] | None = None,
                   ) -> GeneratorType[Event, None, tuple[Generator, LoopResult]]:
     """Train the generator on the training prefixes of `ds` over the codes of its catalogue.
 
     Yields an "info" event (samples, targets, parameters), then the loop's events; returns (the model with
     its best validated weights, the loop's result, whose `targets_per_second` counts training targets).
+    A model with a dense head (`config.dense_content_dim`) reads `item_content` (N, F), the catalogue's content
+    features, in training (its softmax over the items with training interactions), and is returned with its
+    item keys (`item_key_table`) computed from them.
     """
     torch.manual_seed(loop.seed)
     model = Generator(config)
+    if config.dense_content_dim:
+        if item_content is None or tuple(item_content.shape) != (len(ds.catalogue), config.dense_content_dim):
+            raise ValueError("a dense head needs item_content of shape (items, dense_content_dim)")
+        model.item_content = item_content.float().to(device)
+        model.dense_pool = torch.from_numpy(np.flatnonzero(train_counts(ds.split, len(ds.catalogue)) > 0)).to(device)
     history_tokens, target_codes, trie = generator_parts(codes, config)
     if config.train_trie == "trained":  # the loss's constraint over items with training interactions only
         unseen = torch.from_numpy(train_counts(ds.split, len(ds.catalogue)) == 0)
@@ -93,5 +101,15 @@ def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: D
                                                     "valid_users": valid_users, "beam_size": beam_size,
                                                     "window_stride": window_stride})
     model, result = yield from with_model(events, model)
+    if config.dense_content_dim:
+        model.item_key_table = item_key_table(model, item_content.float())
+        model.item_content = model.dense_pool = None
     result.targets_per_second = result.samples_per_second * n_targets / max(len(samples), 1)
     return model, result
+
+
+@torch.no_grad()
+def item_key_table(model: Generator, content: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """(N, F) content features -> (N, C) the dense head's unit-norm item keys (on the CPU), a chunk at a time."""
+    device = next(model.parameters()).device
+    return torch.cat([model.item_keys(content[i:i + chunk].to(device)).cpu() for i in range(0, len(content), chunk)])

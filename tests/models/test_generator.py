@@ -297,3 +297,38 @@ def test_label_smoothing_spreads_its_share_over_the_permitted_tokens(constraint)
             total += 0.8 * -float(logp_target) + 0.2 * float(uniform)
     assert abs(float(smoothed(history, collab[targets], allowed)) - total / (6 * hidden.shape[1])) < 1e-4
     assert float(smoothed(history, collab[targets], allowed)) != pytest.approx(float(plain))
+
+
+def dense_window_model(negatives=4096, seed=0):
+    """A window model with a dense head over random (60, 6) content features, and the same model without it."""
+    plain, tokens, trie, collab = window_model(seed=seed)
+    config = GeneratorConfig.from_json({**plain.config.to_json(), "dense_content_dim": 6,
+                                        "dense_negatives": negatives})
+    torch.manual_seed(seed)
+    model = Generator(config).eval()  # the head's layers come last: every other weight equals plain's
+    model.item_content = torch.randn(60, 6, generator=torch.Generator().manual_seed(seed + 1))
+    return model, plain, tokens, trie, collab
+
+
+def test_the_dense_loss_is_the_cross_entropy_of_the_dense_scores_used_at_inference():
+    """Training's dense term (window path) == brute force over each target's own prefix of -log softmax of
+    `dense_scores`, the logits recommendation and fusion use: the head is trained on the scores it serves."""
+    model, plain, tokens, trie, collab = dense_window_model()
+    history, target, allowed, valid = window_batch(tokens, trie, collab)
+    items = torch.randint(0, 60, valid.shape, generator=torch.Generator().manual_seed(5))
+    dense_term = model(history, target, allowed, valid, items) - plain(history, target, allowed, valid)
+    model.item_key_table = model.item_keys(model.item_content)
+    losses = [-model.dense_scores(history[b:b + 1, :t + 1]).log_softmax(dim=1)[0, items[b, t]]
+              for b, t in valid.nonzero().tolist()]
+    assert torch.allclose(dense_term, torch.stack(losses).mean(), atol=1e-4)
+
+
+def test_the_dense_loss_over_sampled_negatives_trains_the_head():
+    model, _, tokens, trie, collab = dense_window_model(negatives=8)
+    history, target, allowed, valid = window_batch(tokens, trie, collab)
+    items = torch.randint(0, 60, valid.shape, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    loss = model.train()(history, target, allowed, valid, items)
+    loss.backward()
+    assert torch.isfinite(loss) and model.dense_key.weight.grad.abs().sum() > 0
+    assert model.dense_query.weight.grad.abs().sum() > 0

@@ -171,3 +171,16 @@ def test_train_under_torchrun_matches_a_single_process_run(codes_dir, samples, b
     v1 = json.loads((w / "gen_1" / "meta.json").read_text())["training"]["best_valid_metric"]
     v2 = meta["training"]["best_valid_metric"]
     assert abs(v1 - v2) <= 0.25, (v1, v2)
+
+
+def test_train_with_a_dense_head_under_torchrun(codes_dir):
+    """The dense head trains under DDP (its catalogue-sized tables are no buffers, so nothing but gradients is
+    shared) and rank 0 writes its item keys; the fused model of the generator and its head evaluates."""
+    w, data = codes_dir
+    out = torchrun("mscg", "train", "-d", data, "--codes", w / "codes", "-o", w / "gen_dense", *TINY_GENERATOR,
+                   "--samples", "window", "--batch-size", "4", "--dense-content", w / "emb_text")
+    assert out.stdout.count("wrote ") == 1, out.stdout
+    assert (w / "gen_dense" / "item_keys.safetensors").exists()
+    mscg("fuse", w / "gen_dense", "-d", data, "-o", w / "fused_dense")
+    mscg("evaluate", w / "fused_dense", "-d", data, "-o", w / "eval_fused_dense.json")
+    assert json.loads((w / "eval_fused_dense.json").read_text())["users"] == 60
