@@ -186,8 +186,9 @@ def fuse_cli(
     scores items by content, so new items can be recommended); with both, one weight each (--weights). The
     weights are chosen on the validation split unless given.
 
-    Writes OUTPUT, a model directory holding copies of both models; `evaluate`, `recommend`, `serve` and
-    `mscg.load` use it like any model (metrics name it model_type "fused").
+    Writes OUTPUT, a model directory holding copies of the models; `evaluate`, `recommend`, `serve` and
+    `mscg.load` use it like any model (metrics name it model_type "fused"). With the head, the generator and
+    SASRec abstain on items without training interactions: the head alone scores them.
 
     [bold]Examples[/bold]
 
