@@ -36,7 +36,7 @@ import torch
 from mscg.data.batching import seen_items
 from mscg.errors import DataError
 from mscg.metrics import ranks_from_lists
-from mscg.popularity import COUNTS_KEY, recorded_train_counts
+from mscg.popularity import recorded_train_counts
 
 GENERATOR_DIR, DENSE_DIR = "generator", "dense"
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the generator's weights tried with one dense scorer
@@ -113,10 +113,9 @@ class FusedRecommender:
         self.generator, self.weights, self.n_candidates = generator, weights, int(candidates)
         self.item_ids = generator.item_ids
         self.untrained = None  # (N,) bool: items without training interactions, on which all but the head abstain
-        counts = generator.meta.get(COUNTS_KEY) if isinstance(generator.meta, dict) else None
-        if any(isinstance(part, DenseHead) for part in self.dense) and counts is not None:
-            self.untrained = torch.from_numpy(recorded_train_counts(generator.meta, len(self.item_ids),
-                                                                    "the generator") == 0)
+        if any(isinstance(part, DenseHead) for part in self.dense):
+            counts = recorded_train_counts(generator.meta, len(self.item_ids), "the generator")
+            self.untrained = None if counts is None else torch.from_numpy(counts == 0)
         self.device = generator.device
         self.beam_size = generator.beam_size
         self.meta = meta or {}

@@ -102,10 +102,12 @@ def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weigh
         histories = [ds.split.history(u, "valid") for u in chunk]
         targets = torch.tensor([ds.split.target(u, "valid") for u in chunk])
         items, part_scores = fused.candidates(histories, 10)
+        # the weights are chosen on the items every part knows (see mscg/fused.py's NOTE)
+        unknown = None if fused.untrained is None else fused.untrained[items.clamp(min=0)]  # (B, M)
         for n, ws in enumerate(grid):
             scores = fused.combine(items, part_scores, ws)
-            if fused.untrained is not None:  # chosen on the items every part knows (see mscg/fused.py's NOTE)
-                scores = scores.masked_fill(fused.untrained[items.clamp(min=0)], float("-inf"))
+            if unknown is not None:
+                scores = scores.masked_fill(unknown, float("-inf"))
             top, _ = fused.order(items, scores, 10)
             add_sums(sums[n], metric_sums(ranks_from_lists(top, targets)))
     key = "weight" if len(kinds) == 1 else "weights"

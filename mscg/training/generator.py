@@ -60,14 +60,15 @@ def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: D
     """
     torch.manual_seed(loop.seed)
     model = Generator(config)
+    counts = train_counts(ds.split, len(ds.catalogue))  # (N,) training interactions per item
     if config.dense_content_dim:
         if item_content is None or tuple(item_content.shape) != (len(ds.catalogue), config.dense_content_dim):
             raise ValueError("a dense head needs item_content of shape (items, dense_content_dim)")
         model.item_content = item_content.float().to(device)
-        model.dense_pool = torch.from_numpy(np.flatnonzero(train_counts(ds.split, len(ds.catalogue)) > 0)).to(device)
+        model.dense_pool = torch.from_numpy(np.flatnonzero(counts > 0)).to(device)
     history_tokens, target_codes, trie = generator_parts(codes, config)
     if config.train_trie == "trained":  # the loss's constraint over items with training interactions only
-        unseen = torch.from_numpy(train_counts(ds.split, len(ds.catalogue)) == 0)
+        unseen = torch.from_numpy(counts == 0)
         trie = CodeTrie(target_codes.masked_fill(unseen[:, None], -1), trie.sizes)
     vocab = codes.vocab
     parts = dict(target_codes=target_codes, trie=trie, slot_modality=model.slot_modality,
