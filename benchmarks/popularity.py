@@ -8,6 +8,7 @@ Reads the trained models of an ablations.py work folder (WORK/seedS/MODEL) and r
 equal groups by how often their target occurs in training (popular, middle, rare). Reported per model
 and split, as the mean over seeds: NDCG@10 overall and per group, the mean training popularity of the
 targets and of the recommended top-10 items, and the share of the top-10 already in the user's history.
+A second table groups the same users by how often their history's most recent item occurs in training.
 
 With --exclude-history the rankings leave out the items of the user's history (pick another NAME).
 
@@ -32,14 +33,16 @@ from report import machine, write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("popular", "middle", "rare")
 COLUMNS = ("N@10", "N@10 popular", "N@10 middle", "N@10 rare", "target pop.", "top-10 pop.", "top-10 in history",
-           "top-10 filled")
+           "top-10 filled", "N@10 last popular", "N@10 last middle", "N@10 last rare")
 
 
 def row(metrics: dict) -> list[float]:
     """One evaluation -> the values of COLUMNS."""
     groups = {g["group"]: g["ndcg@10"] for g in metrics["by_target_popularity"]}
+    last = {g["group"]: g["ndcg@10"] for g in metrics["by_last_item_popularity"]}
     return [metrics["ndcg@10"], *(groups[g] for g in GROUPS), metrics["target_train_count_mean"],
-            metrics["recommended_train_count@10"], metrics["history_share@10"], metrics.get("list_fill@10", 1.0)]
+            metrics["recommended_train_count@10"], metrics["history_share@10"], metrics.get("list_fill@10", 1.0),
+            *(last[g] for g in GROUPS)]
 
 
 def main() -> None:
@@ -84,19 +87,25 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     seeds = sorted({s for splits in results["runs"].values() for by_seed in splits.values() for s in by_seed})
+    columns = results["columns"]
+    main, last = columns[:8], columns[8:]  # results made before the last-item columns have none
     lines = [f"Mean over seeds {', '.join(seeds)}; {results['machine']}; {results['date']}. Users in three equal "
              "groups by their target's occurrences in training; pop. = mean occurrences in training (of the "
              "targets, and of the recommended top-10 items)."
              + (" History items excluded from the rankings." if results.get("exclude_history") else ""), "",
-             "| model | split | " + " | ".join(results["columns"]) + " |",
-             "|---|---|" + "---|" * len(results["columns"])]
-    for model, splits in results["runs"].items():
-        for split in ("valid", "test"):
-            values = list(zip(*splits[split].values()))  # per column, the seeds' values
-            cells = [statistics.mean(v) for v in values]
-            text = [f"{c:.4f}" for c in cells[:4]] + [f"{cells[4]:.1f}", f"{cells[5]:.1f}", f"{cells[6]:.1%}",
-                                                      f"{cells[7]:.1%}"]
-            lines.append(f"| {model} | {split} | " + " | ".join(text) + " |")
+             "| model | split | " + " | ".join(main) + " |", "|---|---|" + "---|" * len(main)]
+    means = {(model, split): [statistics.mean(v) for v in zip(*splits[split].values())]  # per column, over seeds
+             for model, splits in results["runs"].items() for split in ("valid", "test")}
+    for (model, split), cells in means.items():
+        text = [f"{c:.4f}" for c in cells[:4]] + [f"{cells[4]:.1f}", f"{cells[5]:.1f}", f"{cells[6]:.1%}",
+                                                  f"{cells[7]:.1%}"]
+        lines.append(f"| {model} | {split} | " + " | ".join(text) + " |")
+    if last:
+        lines += ["", ("The same users in three equal groups by how often their history's most recent item occurs "
+                       "in training (on the test split that item is the validation target):"), "",
+                  "| model | split | " + " | ".join(last) + " |", "|---|---|" + "---|" * len(last)]
+        for (model, split), cells in means.items():
+            lines.append(f"| {model} | {split} | " + " | ".join(f"{c:.4f}" for c in cells[8:]) + " |")
     lines += ["", f"Command: `{results['command']}`", ""]
     return "\n".join(lines)
 

@@ -6,6 +6,9 @@ groups of (nearly) equal size — popular, middle, rare — and Recall@K / NDCG@
 For the top-K lists themselves: the mean popularity of the recommended items (average recommendation
 popularity), the share of list slots that hold an item already in the user's history, and the share of
 slots filled at all (a generator's beam, with history items left out, may hold fewer than K items).
+The same three-way grouping by the popularity of the user's most recent history item (the input the next
+item follows) shows whether a model falls short where that item is rare: an item seen in few training
+sequences is an input the model knows little about, as a rare target is an output it knows little about.
 
 A model that leans on popularity does well on popular targets and looks better on a split whose
 targets are more popular; these numbers make that visible.
@@ -72,6 +75,7 @@ class PopularityBreakdown:
         self.list_popularity: list[np.ndarray] = []  # per user: mean count of the top-K items
         self.in_history: list[np.ndarray] = []  # per user: top-K slots holding a history item
         self.filled: list[np.ndarray] = []  # per user: top-K slots holding an item (beams may run short)
+        self.last_items: list[np.ndarray] = []  # per user: the most recent history item (-1: empty history)
 
     def add(self, ranks: torch.Tensor, targets: torch.Tensor, top: torch.Tensor,
             histories: Sequence[np.ndarray]) -> None:
@@ -82,6 +86,7 @@ class PopularityBreakdown:
         self.list_popularity.append(pop.sum(1) / np.maximum(valid.sum(1), 1))
         self.in_history.append(np.array([np.isin(row[ok], h).sum() for row, ok, h in zip(top, valid, histories)]))
         self.filled.append(valid.sum(1))
+        self.last_items.append(np.array([h[-1] if len(h) else -1 for h in histories], dtype=np.int64))
         self.ranks.append(ranks.cpu())
         self.targets.append(targets.numpy())
 
@@ -89,21 +94,29 @@ class PopularityBreakdown:
         ranks = torch.cat(self.ranks)
         targets = np.concatenate(self.targets)
         target_counts = self.counts[targets]
-        # stable: equal counts keep user order, so the groups are deterministic
-        order = np.argsort(-target_counts, kind="stable")
-        groups = []
-        for name, members in zip(GROUPS, np.array_split(order, len(GROUPS))):
-            if len(members) == 0:
-                continue
-            group = {"group": name, "users": int(len(members)),
-                     "target_train_count": [int(target_counts[members].min()), int(target_counts[members].max())]}
-            group.update({m: round(v, 6) for m, v in means(metric_sums(ranks[members], ks)).items()})
-            groups.append(group)
+        last = np.concatenate(self.last_items)
+        last_counts = np.where(last >= 0, self.counts[np.clip(last, 0, None)], 0)  # an empty history counts 0
         filled = np.concatenate(self.filled).sum()
         return {
-            "by_target_popularity": groups,
+            "by_target_popularity": grouped(ranks, target_counts, ks, "target_train_count"),
+            "by_last_item_popularity": grouped(ranks, last_counts, ks, "last_item_train_count"),
             "target_train_count_mean": round(float(target_counts.mean()), 3),
             f"recommended_train_count@{self.k}": round(float(np.concatenate(self.list_popularity).mean()), 3),
             f"history_share@{self.k}": round(float(np.concatenate(self.in_history).sum() / max(filled, 1)), 6),
             f"list_fill@{self.k}": round(float(filled / (len(targets) * self.k)), 6),  # < 1: beams ran short
         }
+
+
+def grouped(ranks: torch.Tensor, counts: np.ndarray, ks: tuple[int, ...], range_key: str) -> list[dict]:
+    """ranks (U,), counts (U,) one training count per user -> the metrics of GROUPS, users split into three
+    (nearly) equal groups by count, most popular first; `range_key` names each group's [min, max] count."""
+    order = np.argsort(-counts, kind="stable")  # stable: equal counts keep user order, so groups are deterministic
+    groups = []
+    for name, members in zip(GROUPS, np.array_split(order, len(GROUPS))):
+        if len(members) == 0:
+            continue
+        group = {"group": name, "users": int(len(members)),
+                 range_key: [int(counts[members].min()), int(counts[members].max())]}
+        group.update({m: round(v, 6) for m, v in means(metric_sums(ranks[members], ks)).items()})
+        groups.append(group)
+    return groups

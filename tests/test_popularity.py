@@ -38,3 +38,30 @@ def test_breakdown_against_hand_computed_values():
     # slots in the user's history: u0 {1}, u2 {0}, u3 {3} of 11 filled slots
     assert s["history_share@2"] == round(3 / 11, 6)
     assert s["list_fill@2"] == round(11 / 12, 6)
+
+
+def test_breakdown_by_the_most_recent_history_item():
+    counts = np.array([50, 10, 3, 0])
+    b = PopularityBreakdown(counts, k=2)
+    # most recent items 0, 2, 1, 3, 0, 2 (counts 50, 3, 10, 0, 50, 3) -> popular {u0, u4}, middle {u2, u1},
+    # rare {u5, u3}
+    histories = [np.array([3, 0]), np.array([2]), np.array([0, 1]), np.array([3]), np.array([0]), np.array([1, 2])]
+    targets = torch.tensor([1, 1, 2, 2, 3, 3])
+    ranks = torch.tensor([1, 3, 2, 3, 3, 1])
+    top = torch.tensor([[1, 0], [0, 2], [0, 2], [0, 1], [0, 1], [3, 0]])
+    b.add(ranks, targets, top, histories)
+    groups = b.summary(ks=(1, 2))["by_last_item_popularity"]
+    assert [g["group"] for g in groups] == ["popular", "middle", "rare"]
+    assert [g["last_item_train_count"] for g in groups] == [[50, 50], [3, 10], [0, 3]]
+    assert [g["recall@1"] for g in groups] == [0.5, 0.0, 0.5]  # ranks (1, 3), (2, 3), (1, 3)
+    assert [g["recall@2"] for g in groups] == [0.5, 0.5, 0.5]
+    assert b.summary(ks=(1, 2))["by_target_popularity"] != groups  # the two groupings are computed apart
+
+
+def test_breakdown_counts_an_empty_history_as_rare():
+    b = PopularityBreakdown(np.array([5, 1]), k=1)
+    b.add(torch.tensor([1, 2, 2]), torch.tensor([0, 1, 0]), torch.tensor([[0], [0], [1]]),
+          [np.array([0]), np.array([1]), np.array([], dtype=np.int64)])
+    groups = b.summary(ks=(1,))["by_last_item_popularity"]
+    assert [g["last_item_train_count"] for g in groups] == [[5, 5], [1, 1], [0, 0]]
+    assert [g["recall@1"] for g in groups] == [1.0, 0.0, 0.0]

@@ -175,20 +175,24 @@ def _number(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def popularity_table(metrics: dict[str, Any]) -> Table:
-    """Metrics per target-popularity group, and what the top-K lists hold."""
+def popularity_table(metrics: dict[str, Any], by: str = "target") -> Table:
+    """Metrics per popularity group of the users' targets (`by` "target", with what the top-K lists hold) or of
+    their histories' most recent items (`by` "last_item")."""
     k = next(key for key in metrics if key.startswith("recommended_train_count@")).split("@")[1]
-    table = Table(title="by target popularity (occurrences in training)",
-                  caption=f"top-{k} lists: mean popularity {metrics[f'recommended_train_count@{k}']:g} (targets "
-                          f"{metrics['target_train_count_mean']:g}); {metrics[f'history_share@{k}']:.1%} of the "
-                          "items are already in the user's history")
+    if by == "target":
+        table = Table(title="by target popularity (occurrences in training)",
+                      caption=f"top-{k} lists: mean popularity {metrics[f'recommended_train_count@{k}']:g} (targets "
+                              f"{metrics['target_train_count_mean']:g}); {metrics[f'history_share@{k}']:.1%} of the "
+                              "items are already in the user's history")
+    else:
+        table = Table(title="by the popularity of the history's most recent item (occurrences in training)")
     table.add_column("group")
     table.add_column("users", justify="right")
-    table.add_column("target count", justify="right")
+    table.add_column(f"{by.replace('_', ' ')} count", justify="right")
     for name in (f"recall@{k}", f"ndcg@{k}"):
         table.add_column(name.replace("recall", "R").replace("ndcg", "N"), justify="right")
-    for g in metrics["by_target_popularity"]:
-        low, high = g["target_train_count"]
+    for g in metrics[f"by_{by}_popularity"]:
+        low, high = g[f"{by}_train_count"]
         table.add_row(g["group"], f"{g['users']:,}", f"{low:,}–{high:,}", f"{g[f'recall@{k}']:.4f}",
                       f"{g[f'ndcg@{k}']:.4f}")
     return table
@@ -242,8 +246,9 @@ def evaluate_cli(
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
     by_popularity: Annotated[bool, typer.Option(
         "--by-popularity", help="Also report the metrics for users grouped by how popular (in training) their "
-                                "target is, the mean popularity of the recommended items, and the share of "
-                                "recommendations already in the user's history.")] = False,
+                                "target is (and how popular their history's most recent item is), the mean "
+                                "popularity of the recommended items, and the share of recommendations already "
+                                "in the user's history.")] = False,
     exclude_history: Annotated[bool, typer.Option(
         "--exclude-history", help="Rank only items the user has not interacted with (the target always stays); "
                                   "a generator widens its beam by the history's length to still fill K.")] = False,
@@ -271,6 +276,7 @@ def evaluate_cli(
     console.print(metrics_table({model.name: r.metrics}, title))
     if by_popularity:
         console.print(popularity_table(r.metrics))
+        console.print(popularity_table(r.metrics, by="last_item"))
     if "cold_start" in r.metrics:
         console.print(cold_start_table(r.metrics))
     info(memory_line(r.metrics))

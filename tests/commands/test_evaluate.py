@@ -23,6 +23,11 @@ def test_dash_writes_the_metrics_to_stdout_only(pipe, tmp_path, monkeypatch):
     metrics = json.loads(result.stdout)  # stdout holds the JSON and nothing else
     assert metrics["users"] > 0 and "recall@10" in metrics and "provenance" in metrics
     assert "R@10" in result.stderr and "by target popularity" in result.stderr
+    assert "most recent item" in result.stderr
+    last = metrics["by_last_item_popularity"]
+    assert [g["group"] for g in last] == ["popular", "middle", "rare"]
+    assert sum(g["users"] for g in last) == metrics["users"]
+    assert last[0]["last_item_train_count"][0] >= last[-1]["last_item_train_count"][1]
     assert not (tmp_path / "-").exists()
 
 
