@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import statistics
 import sys
@@ -30,13 +29,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
 from mscg.data.split import load_dataset  # noqa: E402
 from mscg.metrics import means, metric_sums, ranks_from_lists  # noqa: E402
 from mscg.recommenders import load_recommender  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("valid", "test", "skip")
 
 
@@ -76,12 +74,7 @@ def main() -> None:
                                                      for task in TASKS}
     results = {"runs": runs, "users": len(split), "machine": machine(args.device),
                "date": datetime.date.today().isoformat(), "command": shlex.join([Path(sys.executable).name, *sys.argv])}
-    out_dir = ROOT / "benchmarks" / "results"
-    (out_dir / f"newest-item-{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (out_dir / f"newest-item-{args.name}.md").write_text(table)
-    write_section(f"newest-item-{args.name}", f"### What the newest history item adds: {args.name}\n\n{table}")
-    print(table)
+    publish(f"newest-item-{args.name}", f"What the newest history item adds: {args.name}", results, markdown(results))
 
 
 def markdown(results: dict) -> str:

@@ -28,9 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablations import run  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from report import machine, publish  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("popular", "middle", "rare")
 COLUMNS = ("N@10", "N@10 popular", "N@10 middle", "N@10 rare", "target pop.", "top-10 pop.", "top-10 in history",
            "top-10 filled", "N@10 last popular", "N@10 last middle", "N@10 last rare")
@@ -77,33 +76,28 @@ def main() -> None:
     results = {"columns": COLUMNS, "runs": runs, "exclude_history": args.exclude_history,
                "machine": machine(args.device), "date": datetime.date.today().isoformat(),
                "command": shlex.join([Path(sys.executable).name, *sys.argv])}
-    out_dir = ROOT / "benchmarks" / "results"
-    (out_dir / f"popularity-{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (out_dir / f"popularity-{args.name}.md").write_text(table)
-    write_section(f"popularity-{args.name}", f"### Metrics by target popularity: {args.name}\n\n{table}")
-    print(table)
+    publish(f"popularity-{args.name}", f"Metrics by target popularity: {args.name}", results, markdown(results))
 
 
 def markdown(results: dict) -> str:
     seeds = sorted({s for splits in results["runs"].values() for by_seed in splits.values() for s in by_seed})
     columns = results["columns"]
-    main, last = columns[:8], columns[8:]  # results made before the last-item columns have none
+    by_target, by_last_item = columns[:8], columns[8:]  # results made before the last-item columns have none
     lines = [f"Mean over seeds {', '.join(seeds)}; {results['machine']}; {results['date']}. Users in three equal "
              "groups by their target's occurrences in training; pop. = mean occurrences in training (of the "
              "targets, and of the recommended top-10 items)."
              + (" History items excluded from the rankings." if results.get("exclude_history") else ""), "",
-             "| model | split | " + " | ".join(main) + " |", "|---|---|" + "---|" * len(main)]
+             "| model | split | " + " | ".join(by_target) + " |", "|---|---|" + "---|" * len(by_target)]
     means = {(model, split): [statistics.mean(v) for v in zip(*splits[split].values())]  # per column, over seeds
              for model, splits in results["runs"].items() for split in ("valid", "test")}
     for (model, split), cells in means.items():
         text = [f"{c:.4f}" for c in cells[:4]] + [f"{cells[4]:.1f}", f"{cells[5]:.1f}", f"{cells[6]:.1%}",
                                                   f"{cells[7]:.1%}"]
         lines.append(f"| {model} | {split} | " + " | ".join(text) + " |")
-    if last:
+    if by_last_item:
         lines += ["", ("The same users in three equal groups by how often their history's most recent item occurs "
                        "in training (on the test split that item is the validation target):"), "",
-                  "| model | split | " + " | ".join(last) + " |", "|---|---|" + "---|" * len(last)]
+                  "| model | split | " + " | ".join(by_last_item) + " |", "|---|---|" + "---|" * len(by_last_item)]
         for (model, split), cells in means.items():
             lines.append(f"| {model} | {split} | " + " | ".join(f"{c:.4f}" for c in cells[8:]) + " |")
     lines += ["", f"Command: `{results['command']}`", ""]

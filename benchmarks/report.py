@@ -36,6 +36,18 @@ def stamp(device: str = "auto") -> str:
     return f"Machine: {machine(device)}. Date: {datetime.date.today().isoformat()}. Command: `{command}`"
 
 
+def publish(name: str, heading: str, results: dict, table: str) -> None:
+    """benchmarks/results/NAME.json (the results) and NAME.md (the table), and the BENCHMARKS.md section NAME
+    (the heading, then the table); the table is printed too."""
+    import json
+
+    out_dir = ROOT / "benchmarks" / "results"
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(table)
+    write_section(name, f"### {heading}\n\n{table}")
+    print(table)
+
+
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{body.strip()}\n{end}"
