@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine, publish  # noqa: E402
+from report import machine, publish, work_folder_arguments  # noqa: E402
 
 from mscg.data.split import load_dataset  # noqa: E402
 from mscg.metrics import means, metric_sums, ranks_from_lists  # noqa: E402
@@ -55,11 +55,7 @@ def ndcg10(recommender, histories: list, targets: torch.Tensor, batch: int = 256
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="folder with items.jsonl + interactions.jsonl")
-    p.add_argument("--work", type=Path, required=True, help="an ablations.py work folder (WORK/seedS/MODEL)")
-    p.add_argument("--name", required=True, help="results name: benchmarks/results/newest-item-NAME.{json,md}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--models", nargs="+", default=["sasrec", "mscgrec"], help="model folders in each seed folder")
+    work_folder_arguments(p, "newest-item")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
 

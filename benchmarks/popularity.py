@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablations import run  # noqa: E402
-from report import machine, publish  # noqa: E402
+from report import machine, publish, work_folder_arguments  # noqa: E402
 
 GROUPS = ("popular", "middle", "rare")
 COLUMNS = ("N@10", "N@10 popular", "N@10 middle", "N@10 rare", "target pop.", "top-10 pop.", "top-10 in history",
@@ -46,11 +46,7 @@ def row(metrics: dict) -> list[float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="folder with items.jsonl + interactions.jsonl")
-    p.add_argument("--work", type=Path, required=True, help="an ablations.py work folder (WORK/seedS/MODEL)")
-    p.add_argument("--name", required=True, help="results name: benchmarks/results/popularity-NAME.{json,md}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--models", nargs="+", default=["sasrec", "mscgrec"], help="model folders in each seed folder")
+    work_folder_arguments(p, "popularity")
     p.add_argument("--exclude-history", action="store_true",
                    help="rank only items outside the user's history (`mscg evaluate --exclude-history`)")
     p.add_argument("--beam-size", type=int, help="beam of the generators (default: as trained)")

@@ -36,6 +36,18 @@ def stamp(device: str = "auto") -> str:
     return f"Machine: {machine(device)}. Date: {datetime.date.today().isoformat()}. Command: `{command}`"
 
 
+def work_folder_arguments(parser, prefix: str) -> None:
+    """The flags of a script that reads the trained models of an ablations.py work folder and publishes its
+    results as PREFIX-NAME: --data, --work, --name, --seeds, --models."""
+    parser.add_argument("--data", type=Path, required=True, help="folder with items.jsonl + interactions.jsonl")
+    parser.add_argument("--work", type=Path, required=True,
+                        help="an ablations.py work folder (WORK/seedS/MODEL)")
+    parser.add_argument("--name", required=True, help=f"results name: benchmarks/results/{prefix}-NAME.{{json,md}}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=["sasrec", "mscgrec"],
+                        help="model folders in each seed folder")
+
+
 def publish(name: str, heading: str, results: dict, table: str) -> None:
     """benchmarks/results/NAME.json (the results) and NAME.md (the table), and the BENCHMARKS.md section NAME
     (the heading, then the table); the table is printed too."""
