@@ -36,10 +36,11 @@ def stamp(device: str = "auto") -> str:
     return f"Machine: {machine(device)}. Date: {datetime.date.today().isoformat()}. Command: `{command}`"
 
 
-def work_folder_arguments(parser, prefix: str) -> None:
+def work_folder_arguments(parser, prefix: str, *, data: bool = True) -> None:
     """The flags of a script that reads the trained models of an ablations.py work folder and publishes its
-    results as PREFIX-NAME: --data, --work, --name, --seeds, --models."""
-    parser.add_argument("--data", type=Path, required=True, help="folder with items.jsonl + interactions.jsonl")
+    results as PREFIX-NAME: --data (unless the script reads the models alone), --work, --name, --seeds, --models."""
+    if data:
+        parser.add_argument("--data", type=Path, required=True, help="folder with items.jsonl + interactions.jsonl")
     parser.add_argument("--work", type=Path, required=True,
                         help="an ablations.py work folder (WORK/seedS/MODEL)")
     parser.add_argument("--name", required=True, help=f"results name: benchmarks/results/{prefix}-NAME.{{json,md}}")

@@ -107,12 +107,18 @@ class PopularityBreakdown:
         }
 
 
+def popularity_groups(counts: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """counts (U,) one training count per user -> [(group, user indices)] for GROUPS: three (nearly) equal groups
+    by count, most popular first."""
+    order = np.argsort(-counts, kind="stable")  # stable: equal counts keep user order, so groups are deterministic
+    return list(zip(GROUPS, np.array_split(order, len(GROUPS))))
+
+
 def grouped(ranks: torch.Tensor, counts: np.ndarray, ks: tuple[int, ...], range_key: str) -> list[dict]:
     """ranks (U,), counts (U,) one training count per user -> the metrics of GROUPS, users split into three
     (nearly) equal groups by count, most popular first; `range_key` names each group's [min, max] count."""
-    order = np.argsort(-counts, kind="stable")  # stable: equal counts keep user order, so groups are deterministic
     groups = []
-    for name, members in zip(GROUPS, np.array_split(order, len(GROUPS))):
+    for name, members in popularity_groups(counts):
         if len(members) == 0:
             continue
         group = {"group": name, "users": int(len(members)),
