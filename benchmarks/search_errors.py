@@ -102,6 +102,7 @@ def main() -> None:
                 raise SystemExit(f"{folder} is a {recommender.kind} model; this script reads generators and SASRec")
             runs.setdefault(model, {})[str(seed)] = {which: split_errors(recommender, dataset.split, counts, which)
                                                      for which in SPLITS}
+    runs = {model: runs[model] for model in args.models if model in runs}  # rows in the order asked
     results = {"runs": runs, "users": len(dataset.split), "machine": machine(args.device),
                "date": datetime.date.today().isoformat(), "command": shlex.join([Path(sys.executable).name, *sys.argv])}
     publish(f"search-errors-{args.name}", f"Why the generator misses a target: {args.name}", results,
