@@ -137,19 +137,20 @@ def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(con
     assert all(len(set(row)) == len(row) for row in items.tolist())
     assert (scores[:, :-1] >= scores[:, 1:]).all()
     # the score is the model's log-probability of the item's full code, step by step
-    states, mask = model.encode(history)
-    for b in range(4):
-        for item, score in zip(items[b, :3].tolist(), scores[b, :3].tolist()):
-            code = collab[item]
-            total, node = 0.0, 0
-            prefix = torch.tensor([[BOS]])
-            for j in range(len(code)):
-                hidden = model.decode(prefix, states[b:b + 1], mask[b:b + 1])[:, -1]
-                allowed = trie.next_node[j][node][None] >= 0
-                total += float(model.level_log_probs(hidden, j, allowed)[0, code[j]])
-                node = int(trie.next_node[j][node, code[j]])
-                prefix = torch.cat([prefix, model.level_token[j][code[j]].view(1, 1)], dim=1)
-            assert abs(total - score) < 1e-4
+    with torch.no_grad():
+        states, mask = model.encode(history)
+        for b in range(4):
+            for item, score in zip(items[b, :3].tolist(), scores[b, :3].tolist()):
+                code = collab[item]
+                total, node = 0.0, 0
+                prefix = torch.tensor([[BOS]])
+                for j in range(len(code)):
+                    hidden = model.decode(prefix, states[b:b + 1], mask[b:b + 1])[:, -1]
+                    allowed = trie.next_node[j][node][None] >= 0
+                    total += float(model.level_log_probs(hidden, j, allowed)[0, code[j]])
+                    node = int(trie.next_node[j][node, code[j]])
+                    prefix = torch.cat([prefix, model.level_token[j][code[j]].view(1, 1)], dim=1)
+                assert abs(total - score) < 1e-4
 
 
 def test_beam_search_exhaustive_beam_ranks_every_item_like_brute_force():
@@ -267,6 +268,7 @@ def test_a_window_model_recommends_from_the_whole_history():
 
 
 @pytest.mark.parametrize("constraint", ["trie", "off"])
+@torch.no_grad()  # values only: no autograd graph (and no warning on float() of a graph tensor)
 def test_label_smoothing_spreads_its_share_over_the_permitted_tokens(constraint):
     model, vocab, tokens, trie, collab = make_model(constraint)
     history = tokens[torch.randint(0, 60, (6, 5), generator=torch.Generator().manual_seed(4))]
