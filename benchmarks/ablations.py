@@ -53,6 +53,8 @@ VARIANTS = {
                        ["--samples", "window"], "dino"),
     "mscgrec_text_started_collab": ("MSCGRec, collab codes from a SASRec whose item table starts from the text "
                                     "embeddings (`collab --init-embeddings`)", [], "dino"),
+    "mscgrec_label_smoothing": ("MSCGRec with label smoothing 0.1 over the permitted tokens (`train "
+                                "--label-smoothing 0.1`)", ["--label-smoothing", "0.1"], "dino"),
     "mscgrec_dense": ("MSCGRec trained with a dense head over the text and image embeddings (`train "
                       "--dense-content`, LIGER-style); its beam alone", [], "dino"),
 }
