@@ -125,6 +125,7 @@ def test_incremental_decoder_matches_the_full_t5_decoder(encoding):
 
 @pytest.mark.parametrize("constraint,samples", [("trie", "prefix"), ("level", "prefix"), ("off", "prefix"),
                                                 ("trie", "window"), ("off", "window")])
+@torch.no_grad()  # values only: no autograd graph (and no warning on float() of a graph tensor)
 def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(constraint, samples):
     if samples == "window":
         model, tokens, trie, collab = window_model(constraint)
@@ -137,20 +138,19 @@ def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(con
     assert all(len(set(row)) == len(row) for row in items.tolist())
     assert (scores[:, :-1] >= scores[:, 1:]).all()
     # the score is the model's log-probability of the item's full code, step by step
-    with torch.no_grad():
-        states, mask = model.encode(history)
-        for b in range(4):
-            for item, score in zip(items[b, :3].tolist(), scores[b, :3].tolist()):
-                code = collab[item]
-                total, node = 0.0, 0
-                prefix = torch.tensor([[BOS]])
-                for j in range(len(code)):
-                    hidden = model.decode(prefix, states[b:b + 1], mask[b:b + 1])[:, -1]
-                    allowed = trie.next_node[j][node][None] >= 0
-                    total += float(model.level_log_probs(hidden, j, allowed)[0, code[j]])
-                    node = int(trie.next_node[j][node, code[j]])
-                    prefix = torch.cat([prefix, model.level_token[j][code[j]].view(1, 1)], dim=1)
-                assert abs(total - score) < 1e-4
+    states, mask = model.encode(history)
+    for b in range(4):
+        for item, score in zip(items[b, :3].tolist(), scores[b, :3].tolist()):
+            code = collab[item]
+            total, node = 0.0, 0
+            prefix = torch.tensor([[BOS]])
+            for j in range(len(code)):
+                hidden = model.decode(prefix, states[b:b + 1], mask[b:b + 1])[:, -1]
+                allowed = trie.next_node[j][node][None] >= 0
+                total += float(model.level_log_probs(hidden, j, allowed)[0, code[j]])
+                node = int(trie.next_node[j][node, code[j]])
+                prefix = torch.cat([prefix, model.level_token[j][code[j]].view(1, 1)], dim=1)
+            assert abs(total - score) < 1e-4
 
 
 def test_beam_search_exhaustive_beam_ranks_every_item_like_brute_force():
