@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, publish, work_folder_arguments  # noqa: E402
 
 from mscg.data.split import load_dataset  # noqa: E402
-from mscg.models.vocabulary import BOS  # noqa: E402
 from mscg.popularity import GROUPS, popularity_groups, train_counts  # noqa: E402
 from mscg.recommenders import load_recommender  # noqa: E402
 
@@ -39,17 +38,10 @@ SPLITS = ("valid", "test")
 @torch.no_grad()
 def target_log_probs(recommender, histories: list, targets: torch.Tensor) -> torch.Tensor:
     """(B,) the generator's log-probability of each target item's codes, normalised per level as in its search."""
-    model = recommender.model
-    states, mask = model.encode(recommender.history_tokens(histories).to(recommender.device))
-    codes = recommender.target_codes[targets].long().to(recommender.device)  # (B, D) local codes
-    tokens = model.level_token.gather(1, codes.T).T  # (B, D) vocabulary ids
-    hidden = model.decode(torch.cat([torch.full_like(tokens[:, :1], BOS), tokens[:, :-1]], dim=1), states, mask)
-    allowed = recommender.trie.allowed_along(targets.to(recommender.device))  # (B, D, W)
-    total = torch.zeros(len(targets), device=hidden.device)
-    for level, size in enumerate(model.level_sizes):
-        logp = model.level_log_probs(hidden[:, level], level, allowed[:, level, :size])  # (B, size)
-        total += logp.gather(1, codes[:, level:level + 1]).squeeze(1)
-    return total.cpu()
+    device = recommender.device
+    codes = recommender.target_codes[targets].long().to(device)  # (B, D) local codes
+    allowed = recommender.trie.allowed_along(targets.to(device))  # (B, D, W)
+    return recommender.model.item_log_probs(recommender.history_tokens(histories).to(device), codes, allowed).cpu()
 
 
 def split_errors(recommender, split, counts: np.ndarray, which: str, batch: int = 256) -> dict:

@@ -213,14 +213,30 @@ class Generator(nn.Module):
         """
         if valid is not None:
             return self.window_loss(history, target, allowed, valid, item)
-        states, mask = self.encode(history)
-        target_tokens = self.level_token.gather(1, target.T).T  # (B, D) vocabulary ids
-        decoder_input = torch.cat([torch.full_like(target_tokens[:, :1], BOS), target_tokens[:, :-1]], dim=1)
-        hidden = self.decode(decoder_input, states, mask)  # (B, D, C)
+        hidden = self.teacher_forced(history, target)  # (B, D, C)
         loss = self.sequence_loss(hidden, target, allowed)
         if self.dense_query is not None:
             loss = loss + self.dense_loss(hidden[:, 0], item)
         return loss
+
+    def teacher_forced(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """history (B, H, S) tokens, target (B, D) local codes -> (B, D, C) the decoder states that predict each
+        level of the target, fed the target's own earlier levels."""
+        states, mask = self.encode(history)
+        target_tokens = self.level_token.gather(1, target.T).T  # (B, D) vocabulary ids
+        decoder_input = torch.cat([torch.full_like(target_tokens[:, :1], BOS), target_tokens[:, :-1]], dim=1)
+        return self.decode(decoder_input, states, mask)
+
+    def item_log_probs(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(B,) the log-probability of each target item's full code, normalised per level as the model was
+        trained and as the beam search scores it. history (B, H, S), target (B, D) local codes, allowed
+        (B, D, W) bool: the trie children of the target's prefix at every level (`Trie.allowed_along`)."""
+        hidden = self.teacher_forced(history, target)  # (B, D, C)
+        total = torch.zeros(len(target), device=hidden.device)
+        for level, size in enumerate(self.level_sizes):
+            logp = self.level_log_probs(hidden[:, level], level, allowed[:, level, :size])  # (B, size)
+            total += logp.gather(1, target[:, level:level + 1]).squeeze(1)
+        return total
 
     @property
     def output_scale(self) -> float:

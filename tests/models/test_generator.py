@@ -151,6 +151,11 @@ def test_beam_search_returns_only_real_items_sorted_by_exact_log_probability(con
                 node = int(trie.next_node[j][node, code[j]])
                 prefix = torch.cat([prefix, model.level_token[j][code[j]].view(1, 1)], dim=1)
             assert abs(total - score) < 1e-4
+    # and the teacher-forced scoring of the same items gives the same numbers in one pass
+    top = items[:, :3].reshape(-1)  # (12,)
+    exact = model.item_log_probs(history.repeat_interleave(3, 0), collab[top].long(),
+                                 trie.allowed_along(top))
+    assert torch.allclose(exact, scores[:, :3].reshape(-1), atol=1e-4)
 
 
 def test_beam_search_exhaustive_beam_ranks_every_item_like_brute_force():
