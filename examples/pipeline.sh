@@ -7,8 +7,9 @@
 # artifact, WORK_DIR/metrics.json ({"sasrec": {...}, "mscgrec": {...}, ...}; test split) and
 # WORK_DIR/stage_seconds.json (wall time of each stage). Reruns replace earlier outputs.
 # The generators train `mscg train`'s full default regime on a GPU; on a CPU they get a budget of GEN_EPOCHS
-# epochs (default 6, so that the quickstart stays under half an hour on 2 cores; said on stderr at the end).
-# Knobs (environment): SEED (0), DEVICE (auto: the GPU when present), GEN_EPOCHS (6 on a CPU; on a GPU: unset,
+# epochs (default 30 of the regime's 100, so that the quickstart stays under half an hour on 2 cores; said on
+# stderr at the end).
+# Knobs (environment): SEED (0), DEVICE (auto: the GPU when present), GEN_EPOCHS (30 on a CPU; on a GPU: unset,
 # the default regime), SASREC_EPOCHS (200), BEAM (20), MSCG (the mscg command to run), and extra flags for one
 # stage: COLLAB_ARGS, IMAGE_ARGS (quantize --method rq-dino, e.g. "--epochs 2"), TRAIN_ARGS (both generators,
 # e.g. "--d-model 256"). Besides MSCGRec and SASRec it evaluates their fused ranking (`mscg fuse`).
@@ -23,7 +24,7 @@ case "$DEVICE" in
     cuda*) on_gpu=1 ;;
     auto) if python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then on_gpu=1; fi ;;
 esac
-if [ "$on_gpu" = 1 ]; then GEN_EPOCHS=${GEN_EPOCHS:-}; else GEN_EPOCHS=${GEN_EPOCHS:-6}; fi
+if [ "$on_gpu" = 1 ]; then GEN_EPOCHS=${GEN_EPOCHS:-}; else GEN_EPOCHS=${GEN_EPOCHS:-30}; fi
 GEN_BUDGET=()
 if [ -n "$GEN_EPOCHS" ]; then GEN_BUDGET=(--epochs "$GEN_EPOCHS"); fi
 SASREC_EPOCHS=${SASREC_EPOCHS:-200}
@@ -92,6 +93,7 @@ PY
 rm -f "$TIMES"
 echo "wrote $WORK/metrics.json and $WORK/stage_seconds.json" >&2
 if [ -n "$GEN_EPOCHS" ]; then
-    echo "budget: the generators trained at most $GEN_EPOCHS epochs (GEN_EPOCHS; \`mscg train\` alone, and this script" \
-         "on a GPU, use the full default regime); see README \"How well it does\"" >&2
+    echo "budget: the generators trained at most $GEN_EPOCHS epochs, the learning rate decaying over those (GEN_EPOCHS;" \
+         "\`mscg train\` alone, and this script on a GPU, use the full default regime of up to 100); see README" \
+         "\"How well it does\"" >&2
 fi

@@ -57,8 +57,10 @@ def structured_vectors(n: int, dim: int, seed: int) -> np.ndarray:
     return (centres[np.arange(n) % 4] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
 
 
-def build_tiny_pipeline(root: Path, *, generator: bool = True, sasrec: bool = True) -> Pipeline:
-    """A cheap pipeline: imported text/collab vectors -> rq-kmeans -> codes (-> generator, SASRec), ~1 epoch."""
+def build_tiny_pipeline(root: Path, *, generator: bool = True, sasrec: bool = True,
+                        generator_args: tuple[str, ...] = ()) -> Pipeline:
+    """A cheap pipeline: imported text/collab vectors -> rq-kmeans -> codes (-> generator, SASRec), ~1 epoch.
+    `generator_args`: flags added to the generator's `train`."""
     data = synthetic_dataset(root)
     work = root / "work"
     work.mkdir()
@@ -73,7 +75,8 @@ def build_tiny_pipeline(root: Path, *, generator: bool = True, sasrec: bool = Tr
     ok("assign-codes", "-d", data, "-q", work / "q_text", "-q", work / "q_collab", "-o", work / "codes",
        "--device", "cpu")
     if generator:
-        ok("train", "-d", data, "--codes", work / "codes", "-o", work / "generator", *TINY_GENERATOR)
+        ok("train", "-d", data, "--codes", work / "codes", "-o", work / "generator", *TINY_GENERATOR,
+           *generator_args)
     if sasrec:
         ok("collab", "-d", data, "-o", work / "emb_sasrec", "--model-out", work / "sasrec", *TINY_SASREC)
     return Pipeline(data, work)

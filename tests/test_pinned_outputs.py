@@ -18,6 +18,10 @@ from tests.helpers import build_tiny_pipeline, image_catalogue, ok, one_thread  
 TINY_DINO = ["--modality", "image", "--method", "rq-dino", "--image-size", "32", "--epochs", "2", "--batch-size",
              "4", "--n-levels", "2", "--codebook-size", "4", "--device", "cpu"]
 
+# `mscg train`'s regime when the generator's metrics were pinned (its defaults changed since, on purpose)
+PINNED_GENERATOR_REGIME = ("--samples", "prefix", "--dropout", "0.1", "--weight-decay", "0.01", "--warmup-steps", "1",
+                           "--patience", "5", "--validate-every", "1")
+
 PINNED = {
     "codes": "d59e167af83c425193d08de3fc4ff735f32e3c72148f6394ca45ff9b6147ba18",
     "codes_dino_effnet": "246ea910ac7fb6e5bd3373e1c8f0dee291a24bfab378538bf62698ec10ece52e",
@@ -39,7 +43,7 @@ def metrics(path: Path) -> dict[str, float]:
 def pinned_run(root: Path) -> dict:
     """Every trained stage once, through the CLI: rq-kmeans, rq-vae, SASRec, the generator, rq-dino (both
     backbones), assign-codes and evaluate. Returns the codes' digests and the metrics."""
-    pipe = build_tiny_pipeline(root)
+    pipe = build_tiny_pipeline(root, generator_args=PINNED_GENERATOR_REGIME)
     work = pipe.work
     ok("quantize", "--modality", "collab", "--embeddings", work / "emb_sasrec", "-o", work / "q_sasrec",
        "--n-levels", "2", "--device", "cpu")

@@ -45,7 +45,7 @@ LrOpt = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up +
 WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay.")]
 PatienceOpt = Annotated[int, typer.Option(help="Validations without a better NDCG@10 before stopping (never "
                                           "before the warm-up ends).")]
-WarmupStepsOpt = Annotated[int | None, typer.Option(help="Steps of linear learning-rate warm-up (default: 2% of "
+WarmupStepsOpt = Annotated[int | None, typer.Option(help="Steps of linear learning-rate warm-up (when unset: 2% of "
                                                     "the run's steps).")]
 ValidateEveryOpt = Annotated[int, typer.Option(help="Epochs between validations (the last epoch is always "
                                                "validated).")]

@@ -29,12 +29,12 @@ class GeneratorConfig(JsonConfig):
     n_decoder_layers: int | None = None  # None: as many as n_layers
     n_heads: int = 4
     d_ff: int = 512
-    dropout: float = 0.1
+    dropout: float = 0.2
     dual_positions: bool = True
     history_encoding: str = "items"  # "items": one encoder position per history item; "tokens": per code token
     constraint: str = "trie"  # one of CONSTRAINTS
     modality_mask_prob: float = 0.1
-    samples: str = "prefix"  # one of SAMPLES: how it was trained, and so how its encoder attends (see NOTE)
+    samples: str = "window"  # one of SAMPLES: how it was trained, and so how its encoder attends (see NOTE)
     label_smoothing: float = 0.0  # training loss: this share of each target spread over the permitted tokens
     # "all": the trie of every item (the paper); "trained": only items with training interactions, so an item
     # that training never meets (new, withheld) is not pushed down as a sibling of the targets
@@ -55,6 +55,8 @@ class GeneratorConfig(JsonConfig):
     def from_json(cls, obj: dict[str, Any]) -> GeneratorConfig:
         if obj.get("extra") == {}:  # written (empty, never read) by mscg 0.1.0
             obj = {k: v for k, v in obj.items() if k != "extra"}
+        # a model written before `samples` existed was trained per prefix (the default then)
+        obj = {"samples": "prefix", **obj}
         return super().from_json(obj)
 
     @property

@@ -31,7 +31,7 @@ def make_model(constraint="off", n_items=120, seed=0, collab_sizes=(8, 5)):
     vocab = Vocabulary.build({"text": text_sizes, "collab": collab_sizes})
     config = GeneratorConfig(vocabulary=vocab.to_json(), modalities=["text", "collab"], decode_modality="collab",
                              max_history=5, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0,
-                             constraint=constraint, history_encoding="items")
+                             constraint=constraint, history_encoding="items", samples="prefix")
     torch.manual_seed(seed)
     model = Generator(config).eval()
     tokens = torch.cat([text, collab], dim=1) + torch.tensor([s.offset for s in vocab.slots])

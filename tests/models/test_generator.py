@@ -31,7 +31,7 @@ def make_model(constraint="trie", encoding="tokens", seed=0):
     vocab = Vocabulary.build({"text": text_sizes, "collab": collab_sizes})
     config = GeneratorConfig(vocabulary=vocab.to_json(), modalities=["text", "collab"], decode_modality="collab",
                              max_history=5, d_model=32, n_layers=2, n_heads=2, d_ff=64, dropout=0.0,
-                             constraint=constraint, history_encoding=encoding)
+                             constraint=constraint, history_encoding=encoding, samples="prefix")
     torch.manual_seed(seed)
     model = Generator(config).eval()
     codes = torch.cat([text, collab], dim=1)
@@ -339,3 +339,11 @@ def test_the_dense_loss_over_sampled_negatives_trains_the_head():
     loss.backward()
     assert torch.isfinite(loss) and model.dense_key.weight.grad.abs().sum() > 0
     assert model.dense_query.weight.grad.abs().sum() > 0
+
+
+def test_a_config_written_before_samples_existed_loads_as_the_per_prefix_model_it_was():
+    model, *_ = make_model()
+    written = {k: v for k, v in model.config.to_json().items() if k != "samples"}
+    assert GeneratorConfig.from_json(written).samples == "prefix"
+    assert GeneratorConfig().samples == "window"  # while a new model's default is the window path
+    assert GeneratorConfig.from_json({**written, "samples": "window"}).samples == "window"

@@ -88,7 +88,7 @@ def test_collab_records_every_n_steps_and_every_epoch(pipe, tmp_path):
 def test_generator_and_rq_vae_record_too(pipe, tmp_path):
     gen = tmp_path / "generator"
     ok("train", "-d", pipe.data, "--codes", pipe.codes, "-o", gen, *TINY_GENERATOR, "--epochs", "2",
-       "--batch-size", "16", "--log-every", "3")
+       "--batch-size", "16", "--log-every", "3", "--validate-every", "1")
     t = training(gen)
     assert t["steps"] and all(s["step"] % 3 == 0 for s in t["steps"])
     assert [h["epoch"] for h in t["history"]] == [1, 2] and all("ndcg@10" in h for h in t["history"])
