@@ -223,9 +223,14 @@ class Generator(nn.Module):
         """history (B, H, S) tokens, target (B, D) local codes -> (B, D, C) the decoder states that predict each
         level of the target, fed the target's own earlier levels."""
         states, mask = self.encode(history)
-        target_tokens = self.level_token.gather(1, target.T).T  # (B, D) vocabulary ids
-        decoder_input = torch.cat([torch.full_like(target_tokens[:, :1], BOS), target_tokens[:, :-1]], dim=1)
-        return self.decode(decoder_input, states, mask)
+        return self.decode(self.decoder_input(target), states, mask)
+
+    def decoder_input(self, target: torch.Tensor) -> torch.Tensor:
+        """(..., D) local codes -> (..., D) the teacher-forced decoder input: BOS, then the vocabulary ids of the
+        target's first D - 1 levels."""
+        D = target.shape[-1]
+        tokens = self.level_token.gather(1, target.reshape(-1, D).T).T.reshape(target.shape)  # vocabulary ids
+        return torch.cat([torch.full_like(tokens[..., :1], BOS), tokens[..., :-1]], dim=-1)
 
     def item_log_probs(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """(B,) the log-probability of each target item's full code, normalised per level as the model was
@@ -249,10 +254,9 @@ class Generator(nn.Module):
         for all positions, the sequence of position t cross-attending to positions <= t."""
         first = first_real_column(history)
         history, target, allowed, valid = history[:, first:], target[:, first:], allowed[:, first:], valid[:, first:]
-        B, H, D = target.shape
+        H = target.shape[1]  # target: (B, H, D)
         states = self.causal_states(history)  # (B, H, C)
-        tokens = self.level_token.gather(1, target.reshape(-1, D).T).T.reshape(B, H, D)  # (B, H, D) vocabulary ids
-        decoder_input = torch.cat([torch.full_like(tokens[..., :1], BOS), tokens[..., :-1]], dim=2)
+        decoder_input = self.decoder_input(target)  # (B, H, D)
         real_item = (history != PAD).any(dim=2)  # (B, H)
         user, position = valid.nonzero(as_tuple=True)  # (N,) each: the targets, padding left out
         sees = (torch.arange(H, device=history.device)[None] <= position[:, None]) & real_item[user]  # (N, H)
