@@ -62,7 +62,7 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 SASREC_LOOP = LoopConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)  # collab
-# train: the long regime, chosen on validation (BENCHMARKS.md, reading of 2026-12-02, last): a 400-step warm-up,
-# cosine decay over 100 epochs, validation every 5 epochs, stop after 4 checks without a better one (20 epochs)
+# train: the long regime, chosen on validation (BENCHMARKS.md, "the long regime becomes the default"): a 400-step
+# warm-up, cosine decay over 100 epochs, validation every 5 epochs, stop after 4 checks without a better one (20 epochs)
 GENERATOR_LOOP = LoopConfig(epochs=100, batch_size=256, lr=2e-3, weight_decay=0.05, warmup_steps=400, patience=4,
                             validate_every=5)
