@@ -220,7 +220,7 @@ def main() -> None:
                     ["--dense-content", work / "emb_image"] if has_images else [])
             step(f"seed {seed}: train {v}", s / v,
                  [*mscg, "train", "-d", data, "--codes", codes[kind, v in TEXT_STARTED_COLLAB], "-o", s / v, *flags,
-                  *seed_flag, *dev, *shlex.split(args.train_args)])
+                  *seed_flag, *dev, "--resume", *shlex.split(args.train_args)])  # a stopped benchmark continues
             evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
             record(results, v, seed, s / f"eval_{v}.json", s / v)
         for fused, (generator, dense, flags) in FUSED.items():  # beyond the paper: the beam re-ranked (`fuse`)

@@ -15,11 +15,11 @@ from mscg.popularity import GROUPS, train_counts
 PER_THIRD = ("recall@10", "ndcg@10")  # recorded per popularity third as "ndcg@10/rare", ...
 
 
-def popularity_thirds(split: Split, users: Sequence[int], n_items: int) -> dict[int, str]:
-    """user -> the third (popular, middle, rare) its validation target falls in by training popularity;
-    users split into three groups of (nearly) equal size, as `evaluate --by-popularity` groups them."""
+def popularity_thirds(split: Split, users: Sequence[int], n_items: int, target: str = "valid") -> dict[int, str]:
+    """user -> the third (popular, middle, rare) its `target` ("valid" or "test") item falls in by training
+    popularity; users split into three groups of (nearly) equal size, as `evaluate --by-popularity` groups them."""
     users = np.asarray(list(users), dtype=np.int64)
-    target_counts = train_counts(split, n_items)[[split.target(int(u), "valid") for u in users]]
+    target_counts = train_counts(split, n_items)[[split.target(int(u), target) for u in users]]
     order = np.argsort(-target_counts, kind="stable")  # equal counts keep user order: deterministic
     return {int(users[i]): name for name, members in zip(GROUPS, np.array_split(order, len(GROUPS)))
             for i in members}

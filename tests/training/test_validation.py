@@ -19,6 +19,17 @@ def test_thirds_group_users_by_the_training_count_of_their_validation_target():
     assert thirds == {0: "popular", 1: "popular", 2: "middle", 3: "middle", 4: "rare", 5: "rare"}
 
 
+
+def test_thirds_by_the_test_target_read_the_last_item():
+    # the test targets run the other way: user k's is item k (training counts as above)
+    sequences = [np.concatenate([s[:-1], [k]]) for k, s in enumerate(SEQUENCES)]
+    split = Split(user_ids=[f"u{k}" for k in range(6)], sequences=sequences, dropped_users=0)
+    thirds = popularity_thirds(split, range(6), 6, target="test")
+    assert thirds == {5: "popular", 4: "popular", 3: "middle", 2: "middle", 1: "rare", 0: "rare"}
+    assert popularity_thirds(split, range(6), 6) == popularity_thirds(Split([f"u{k}" for k in range(6)], SEQUENCES, 0),
+                                                                      range(6), 6)
+
+
 @pytest.mark.parametrize("batch_size", [6, 4])
 def test_the_thirds_average_to_the_whole(batch_size):
     split = Split(user_ids=[f"u{k}" for k in range(6)], sequences=SEQUENCES, dropped_users=0)
