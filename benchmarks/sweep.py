@@ -69,10 +69,13 @@ def main() -> None:
         for split in ("valid", "test"):
             out = args.work / f"eval_{model.name}_{split}.json"
             if not out.exists():
-                run([*mscg, "evaluate", model, "-d", args.data, "--split", split, "-o", out,
+                run([*mscg, "evaluate", model, "-d", args.data, "--split", split, "-o", out, "--by-popularity",
                      "--device", args.device], log)
             metrics = json.loads(out.read_text())
             entry[split] = {k: metrics[k] for k in ("recall@10", "ndcg@10")}
+            rare = [g for g in metrics.get("by_target_popularity", []) if g["group"] == "rare"]
+            if rare:
+                entry[split]["rare_ndcg@10"] = rare[0]["ndcg@10"]
         # Re-read before writing: another sweep of the same NAME may have added runs meanwhile.
         results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
         results["runs"][label] = entry
@@ -87,18 +90,25 @@ def main() -> None:
     print(table)
 
 
+def rare(split: dict) -> str:
+    """The rare third's NDCG@10 (users whose target is in the least-trained third), or — for older runs."""
+    return f"{split['rare_ndcg@10']:.4f}" if "rare_ndcg@10" in split else "—"
+
+
 def markdown(results: dict) -> str:
     runs = results["runs"]
     chosen = max(runs, key=lambda label: runs[label]["valid"]["ndcg@10"])
     lines = [(f"One seed per setting; {results['machine']}; {results['date']}. Chosen on validation NDCG@10 "
               "(**bold**); the test columns are for reading, not for choosing."), "",
-             "| setting | flags | valid R@10 | valid N@10 | test R@10 | test N@10 | best epoch / run | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| setting | flags | valid R@10 | valid N@10 | valid rare N@10 | test R@10 | test N@10 | test rare N@10 "
+             "| best epoch / run | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in runs.items():
         name = f"**{label}**" if label == chosen else label
         seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "—"
-        lines.append(f"| {name} | `{r['flags'] or '(defaults)'}` | {r['valid']['recall@10']:.4f} | "
-                     f"{r['valid']['ndcg@10']:.4f} | {r['test']['recall@10']:.4f} | {r['test']['ndcg@10']:.4f} | "
+        valid, test = r["valid"], r["test"]
+        lines.append(f"| {name} | `{r['flags'] or '(defaults)'}` | {valid['recall@10']:.4f} | {valid['ndcg@10']:.4f} | "
+                     f"{rare(valid)} | {test['recall@10']:.4f} | {test['ndcg@10']:.4f} | {rare(test)} | "
                      f"{r['best_epoch']} / {r['epochs_run']} | {seconds} |")
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]), ""]
     return "\n".join(lines)
