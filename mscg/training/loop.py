@@ -64,8 +64,8 @@ class LoopResult:
     best_epoch: int | None = None
     epochs_run: int = 0
     steps: int = 0  # optimizer steps in all (a resumed run counts those before the interruption)
-    seconds: float = 0.0
-    samples_per_second: float = 0.0
+    seconds: float = 0.0  # training time in all (a resumed run counts the time before the interruption)
+    samples_per_second: float = 0.0  # this process's rate
     targets_per_second: float | None = None  # where a sample holds several targets (generator windows)
     precision: str = "fp32"  # the arithmetic training ran in
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: RECORD_KEYS + validation metrics
@@ -127,7 +127,7 @@ def train_loop(
     result.precision = "bf16" if bf16 else "fp32"
 
     state = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_metric": None, "best_epoch": None,
-             "bad_validations": 0, "history": [], **_fresh_records()}
+             "bad_validations": 0, "seconds": 0.0, "history": [], **_fresh_records()}
     best_state: dict[str, torch.Tensor] | None = None
     # The budget (epochs, patience, validation interval) may change on resume: a finished or stopped run
     # continues with a larger one (its learning-rate decay then stretches over the new budget).
@@ -143,7 +143,12 @@ def train_loop(
         torch.manual_seed(config.seed + dist.rank())
     yield Event("start", epoch=state["epoch"], step=state["step"], total_steps=total_steps, resumed_from=resumed_from)
 
-    started = time.perf_counter()
+    started, seconds_before = time.perf_counter(), state["seconds"]  # 0 unless resumed
+
+    def save_checkpoint() -> None:
+        state["seconds"] = seconds_before + time.perf_counter() - started
+        _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
+
     samples_seen = 0
     last_checkpoint = time.monotonic()
     stop = False
@@ -174,7 +179,7 @@ def train_loop(
             yield Event("step", epoch=epoch, step=state["step"], total_steps=total_steps,
                         loss=step_loss, lr=scheduler.get_last_lr()[0])
             if ckpt_path is not None and time.monotonic() - last_checkpoint > config.checkpoint_seconds:
-                _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
+                save_checkpoint()
                 last_checkpoint = time.monotonic()
         # End of epoch: validate (every validate_every epochs, and the last), keep the best weights, maybe stop.
         value, is_best, scores = None, False, {}
@@ -206,15 +211,16 @@ def train_loop(
         yield Event("epoch", epoch=epoch + 1, step=state["step"], total_steps=total_steps,
                     metric=value, is_best=is_best, info={"stopping": stop})
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
+            save_checkpoint()
             last_checkpoint = time.monotonic()
 
     if best_state is not None:
         core.load_state_dict(best_state)
     # (again here: a resumed run whose epochs were all done runs none above)
     _fill(result, state, config)
-    result.seconds = time.perf_counter() - started
-    result.samples_per_second = samples_seen * dist.world_size() / max(result.seconds, 1e-9)
+    this_run = time.perf_counter() - started
+    result.seconds = seconds_before + this_run
+    result.samples_per_second = samples_seen * dist.world_size() / max(this_run, 1e-9)
     yield Event("done", epoch=state["epoch"], step=state["step"], total_steps=total_steps,
                 metric=state["best_metric"])
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,29 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_records_of_an_uninterrupted_
     assert resumed.step_log == reference.step_log and resumed.history == reference.history
     assert [s["step"] for s in resumed.step_log] == [2, 4, 6, 8, 10, 12, 14]
     assert [h["step"] for h in resumed.history] == [5, 10, 15]
+
+
+class SlowPoints(Points):
+    def batch(self, indices):
+        time.sleep(0.02)
+        return super().batch(indices)
+
+
+def test_a_resumed_run_counts_its_training_time_before_the_interruption(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSCG_CHECKPOINT_SECONDS", "0")  # a checkpoint after every step
+    config = LoopConfig(epochs=3, batch_size=8, lr=0.01)  # 15 steps of >= 0.02 s each
+
+    def validate(core):
+        return {"ndcg@10": 0.5, "count": 1.0}
+
+    events = train_loop(Linear(), SlowPoints(), config, device=torch.device("cpu"), checkpoint_dir=tmp_path,
+                        validate=validate)
+    for event in events:  # killed at step 8: its checkpoint holds 7 steps
+        if event.kind == "step" and event.step == 8:
+            events.close()
+            break
+    resumed = render(train_loop(Linear(), SlowPoints(), config, device=torch.device("cpu"), checkpoint_dir=tmp_path,
+                                resume=True, validate=validate), "test", quiet=True)
+    assert resumed.steps == 15
+    assert resumed.seconds >= 15 * 0.02  # this process alone ran 8 steps
+    assert resumed.samples_per_second <= 8 * 8 / (8 * 0.02)  # a rate of this process's steps and time
