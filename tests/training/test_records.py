@@ -146,9 +146,10 @@ class Points(loop_tests.Points):
 Linear = loop_tests.Linear
 
 
-def fit(config: LoopConfig, ckpt: Path | None = None, *, resume: bool = False, stop_after: int | None = None):
+def fit(config: LoopConfig, ckpt: Path | None = None, *, resume: bool = False, stop_after: int | None = None,
+        source=None):
     torch.manual_seed(0)
-    events = train_loop(Linear(), Points(), config, device=torch.device("cpu"), checkpoint_dir=ckpt, resume=resume,
+    events = train_loop(Linear(), source or Points(), config, device=torch.device("cpu"), checkpoint_dir=ckpt, resume=resume,
                         validate=lambda core: {"ndcg@10": 0.5, "count": 1.0})
     if stop_after is None:
         return render(events, "test", quiet=True)
@@ -180,17 +181,8 @@ def test_a_resumed_run_counts_its_training_time_before_the_interruption(tmp_path
     monkeypatch.setenv("MSCG_CHECKPOINT_SECONDS", "0")  # a checkpoint after every step
     config = LoopConfig(epochs=3, batch_size=8, lr=0.01)  # 15 steps of >= 0.02 s each
 
-    def validate(core):
-        return {"ndcg@10": 0.5, "count": 1.0}
-
-    events = train_loop(Linear(), SlowPoints(), config, device=torch.device("cpu"), checkpoint_dir=tmp_path,
-                        validate=validate)
-    for event in events:  # killed at step 8: its checkpoint holds 7 steps
-        if event.kind == "step" and event.step == 8:
-            events.close()
-            break
-    resumed = render(train_loop(Linear(), SlowPoints(), config, device=torch.device("cpu"), checkpoint_dir=tmp_path,
-                                resume=True, validate=validate), "test", quiet=True)
+    fit(config, tmp_path, stop_after=8, source=SlowPoints())  # killed at step 8: its checkpoint holds 7 steps
+    resumed = fit(config, tmp_path, resume=True, source=SlowPoints())
     assert resumed.steps == 15
     assert resumed.seconds >= 15 * 0.02  # this process alone ran 8 steps
     assert resumed.samples_per_second <= 8 * 8 / (8 * 0.02)  # a rate of this process's steps and time
