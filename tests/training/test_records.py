@@ -149,7 +149,8 @@ Linear = loop_tests.Linear
 def fit(config: LoopConfig, ckpt: Path | None = None, *, resume: bool = False, stop_after: int | None = None,
         source=None):
     torch.manual_seed(0)
-    events = train_loop(Linear(), source or Points(), config, device=torch.device("cpu"), checkpoint_dir=ckpt, resume=resume,
+    events = train_loop(Linear(), source or Points(), config, device=torch.device("cpu"), checkpoint_dir=ckpt,
+                        resume=resume,
                         validate=lambda core: {"ndcg@10": 0.5, "count": 1.0})
     if stop_after is None:
         return render(events, "test", quiet=True)
