@@ -65,7 +65,7 @@ def main() -> None:
                  "--device", args.device, *flags], log)
         training = json.loads((model / "meta.json").read_text()).get("training", {})
         entry.update(best_epoch=training.get("best_epoch"), epochs_run=training.get("epochs_run"),
-                     train_seconds=training.get("seconds"))
+                     train_seconds=training.get("seconds"), codes=describe_codes(model / "codes"))
         for split in ("valid", "test"):
             out = args.work / f"eval_{model.name}_{split}.json"
             if not out.exists():
@@ -90,6 +90,17 @@ def main() -> None:
     print(table)
 
 
+def describe_codes(codes: Path) -> str:
+    """Each modality's levels x codewords and its collision rate (items sharing their full code), e.g.
+    `text 3x256 40%, image 3x64 52%, collab 3x64 5%`: read from the codes the model trained on."""
+    described = []
+    for m in json.loads((codes / "meta.json").read_text())["modalities"]:
+        sizes = m["codebook_sizes"]
+        shape = f"{len(sizes)}x{sizes[0]}" if len(set(sizes)) == 1 else "x".join(map(str, sizes))
+        described.append(f"{m['name']} {shape} {m['stats']['collision_rate']:.0%}")
+    return ", ".join(described)
+
+
 def rare(split: dict) -> str:
     """The rare third's NDCG@10 (users whose target is in the least-trained third), or — for older runs."""
     return f"{split['rare_ndcg@10']:.4f}" if "rare_ndcg@10" in split else "—"
@@ -98,18 +109,22 @@ def rare(split: dict) -> str:
 def markdown(results: dict) -> str:
     runs = results["runs"]
     chosen = max(runs, key=lambda label: runs[label]["valid"]["ndcg@10"])
+    with_codes = any("codes" in r for r in runs.values())  # runs written before the column have none
     lines = [(f"One seed per setting; {results['machine']}; {results['date']}. Chosen on validation NDCG@10 "
-              "(**bold**); the test columns are for reading, not for choosing."), "",
-             "| setting | flags | valid R@10 | valid N@10 | valid rare N@10 | test R@10 | test N@10 | test rare N@10 "
-             "| best epoch / run | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+              "(**bold**); the test columns are for reading, not for choosing."
+              + (" Codes: per modality, levels x codewords and the share of items whose full code another item "
+                 "shares." if with_codes else "")), "",
+             "| setting | flags |" + (" codes |" if with_codes else "") + " valid R@10 | valid N@10 | valid rare N@10 "
+             "| test R@10 | test N@10 | test rare N@10 | best epoch / run | train s |",
+             "|---|---|" + ("---|" if with_codes else "") + "---|---|---|---|---|---|---|---|"]
     for label, r in runs.items():
         name = f"**{label}**" if label == chosen else label
         seconds = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "—"
         valid, test = r["valid"], r["test"]
-        lines.append(f"| {name} | `{r['flags'] or '(defaults)'}` | {valid['recall@10']:.4f} | {valid['ndcg@10']:.4f} | "
-                     f"{rare(valid)} | {test['recall@10']:.4f} | {test['ndcg@10']:.4f} | {rare(test)} | "
-                     f"{r['best_epoch']} / {r['epochs_run']} | {seconds} |")
+        codes = f" {r.get('codes', '—')} |" if with_codes else ""
+        lines.append(f"| {name} | `{r['flags'] or '(defaults)'}` |{codes} {valid['recall@10']:.4f} | "
+                     f"{valid['ndcg@10']:.4f} | {rare(valid)} | {test['recall@10']:.4f} | {test['ndcg@10']:.4f} | "
+                     f"{rare(test)} | {r['best_epoch']} / {r['epochs_run']} | {seconds} |")
     lines += ["", "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]), ""]
     return "\n".join(lines)
 
