@@ -150,8 +150,7 @@ def fit(config: LoopConfig, ckpt: Path | None = None, *, resume: bool = False, s
         source=None):
     torch.manual_seed(0)
     events = train_loop(Linear(), source or Points(), config, device=torch.device("cpu"), checkpoint_dir=ckpt,
-                        resume=resume,
-                        validate=lambda core: {"ndcg@10": 0.5, "count": 1.0})
+                        resume=resume, validate=lambda core: {"ndcg@10": 0.5, "count": 1.0})
     if stop_after is None:
         return render(events, "test", quiet=True)
     for event in events:  # a run killed after `stop_after` steps (its last checkpoint: the step before)
