@@ -15,6 +15,7 @@ items most often in training with `fallback="popular"`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -140,7 +141,12 @@ class Model:
                                                    exclude_history=exclude_history)
             for row in range(len(items)):
                 keep = items[row] >= 0
-                out.append(list(zip(items[row][keep].tolist(), scores[row][keep].tolist())))
+                found = scores[row][keep].tolist()
+                if not all(map(math.isfinite, found)):
+                    raise DataError(f"{self.path} gives a non-finite score (NaN or infinity) for history "
+                                    f"{start + row}; its weights are unusable: re-create it (a run that diverged: a "
+                                    "lower --lr)")
+                out.append(list(zip(items[row][keep].tolist(), found)))
         return out
 
     def popular_indices(self, k: int, asked_by: str) -> list[tuple[int, float]]:

@@ -30,6 +30,12 @@ class UsageError(MscgError):
     exit_code = 2
 
 
+class DivergedError(MscgError):
+    """Training stopped because its loss or weights stopped being finite (exit 1): a lower --lr is the fix."""
+
+    exit_code = 1
+
+
 class WriteError(MscgError):
     """An output cannot be written now: the disk is full, or another mscg process is writing it (exit 1)."""
 

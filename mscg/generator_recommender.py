@@ -13,6 +13,7 @@ from mscg.artifacts.configcheck import check_config, check_item_ids, check_weigh
 from mscg.artifacts.meta import verify_input
 from mscg.artifacts.modeldir import load_item_keys, load_weights
 from mscg.data.batching import seen_items
+from mscg.data.items import FolderPaths
 from mscg.data.samples import HistoryTokens
 from mscg.decoding.beam import beam_search
 from mscg.decoding.trie import CodeTrie
@@ -104,21 +105,20 @@ class GeneratorRecommender:
 
 
 def model_codes_path(path: Path, meta: dict) -> Path:
-    """The codes a generator uses by default: the copy inside its directory (meta.json names it relatively, so
-    the directory can be moved), or, for a model trained before models carried their codes, the absolute path
-    its meta.json records."""
+    """The codes a generator uses by default: the copy inside its directory, which meta.json names relatively so
+    that the directory can be moved. A name that leads out of the directory (absolute, `..`, a symbolic link;
+    see FolderPaths) is refused: other codes are taken only from --codes."""
     recorded = meta.get("codes")
     if not isinstance(recorded, str) or not recorded:
         raise DataError(f"{path}/meta.json names no codes; pass --codes (the codes the model was trained with)")
-    codes = Path(recorded)
-    if not codes.is_absolute():
-        codes = Path(path) / codes
-        if not codes.exists():
-            raise DataError(f"{codes} is missing: the model directory is incomplete; copy the whole directory, or "
-                            "pass --codes (the codes the model was trained with)")
-    elif not codes.exists():
-        raise DataError(f"{path} was trained before model directories held their codes, and the codes its "
-                        f"meta.json names, {codes}, do not exist; pass --codes (the codes it was trained with)")
+    if why := FolderPaths(path).why_outside(recorded):
+        raise DataError(f"{path}/meta.json names the codes {recorded!r}, which {why}; a model folder's codes lie "
+                        "inside it: pass --codes (the codes the model was trained with), or re-create the folder "
+                        "with `mscg train`")
+    codes = Path(path) / recorded
+    if not codes.exists():
+        raise DataError(f"{codes} is missing: the model directory is incomplete; copy the whole directory, or "
+                        "pass --codes (the codes the model was trained with)")
     return codes
 
 

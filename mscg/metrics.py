@@ -14,11 +14,15 @@ DEFAULT_KS = (5, 10)
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """scores: (B, N), targets: (B,) item indices -> (B,) 1-based ranks of the targets."""
+    """scores: (B, N), targets: (B,) item indices -> (B,) 1-based ranks of the targets.
+
+    A NaN score is the worst score: a target scored NaN ranks last (N), and a NaN item is never ahead of one
+    (every comparison with NaN is false, so without this a NaN target would rank first)."""
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
     index = torch.arange(scores.shape[1], device=scores.device)[None]
     ahead = (scores > target_scores) | ((scores == target_scores) & (index < targets[:, None]))
-    return ahead.sum(dim=1) + 1
+    ranks = ahead.sum(dim=1) + 1
+    return torch.where(target_scores.squeeze(1).isnan(), torch.full_like(ranks, scores.shape[1]), ranks)
 
 
 def ranks_from_lists(ranked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -23,3 +23,12 @@ def test_metrics_against_hand_computed_values():
     assert m["recall@10"] == 0.75
     assert math.isclose(m["ndcg@5"], (1 + 1 / math.log2(4)) / 4)
     assert math.isclose(m["ndcg@10"], (1 + 1 / math.log2(4) + 1 / math.log2(7)) / 4)
+
+
+def test_a_nan_score_is_the_worst_score():
+    """A NaN target ranks last (every comparison with NaN is false: it would otherwise rank first), and a NaN
+    item is never ahead of a target."""
+    nan = float("nan")
+    scores = torch.tensor([[nan, nan, nan, nan], [0.1, nan, 0.5, nan], [nan, 0.2, 0.1, 0.3]])
+    ranks = ranks_from_scores(scores, torch.tensor([0, 2, 2]))
+    assert ranks.tolist() == [4, 1, 3]

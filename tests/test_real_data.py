@@ -71,6 +71,7 @@ def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_pa
     """examples/pipeline.sh on a 200-item slice of MovieLens-100K + posters: text, RQ-DINO image codes (items without
     a poster get the image mask token), collab; metrics.json gains the image_only entry."""
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -78,10 +79,15 @@ def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_pa
     mscg("prepare", "recbole:ml-100k", "-o", full, "--images", shared_data / "ml-100k-posters" / "posters")
     items = [json.loads(line) for line in (full / "items.jsonl").read_text().splitlines()][:200]
     keep = {item["item_id"] for item in items}
-    for item in items:  # paths stay valid from the slice's folder
+    (data / "images").mkdir(parents=True)
+    for item in items:  # the slice holds its own images (hard links where possible): images are read only inside
         if "image" in item:
-            item["image"] = str((full / item["image"]).resolve())
-    data.mkdir()
+            name = Path(item["image"]).name
+            try:
+                os.link(full / item["image"], data / "images" / name)
+            except OSError:
+                shutil.copyfile(full / item["image"], data / "images" / name)
+            item["image"] = f"images/{name}"
     (data / "items.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
     lines = [line for line in (full / "interactions.jsonl").read_text().splitlines()
              if json.loads(line)["item_id"] in keep]

@@ -26,6 +26,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
@@ -178,8 +179,8 @@ def _read_pid(fd: int) -> str:
 
 
 def _cannot_write(path: Path, e: OSError) -> Exception:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return WriteError(f"no space left on device while writing {path}; free some space and rerun")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return disk_full_error(path, reason=FILE_SIZE_LIMIT if e.errno == errno.EFBIG else NO_SPACE)
     where = f" ({e.filename})" if e.filename else ""
     return DataError(f"cannot write {path}: {e.strerror or e}{where}; check the path and its permissions, or "
                      "choose another output folder")
@@ -188,6 +189,7 @@ def _cannot_write(path: Path, e: OSError) -> Exception:
 # ---- full disks -----------------------------------------------------------------------------------
 
 _NO_SPACE = re.compile(r"no space left|os error 28|storagefull|disk quota|\benospc\b", re.IGNORECASE)
+_TOO_LARGE = re.compile(r"file too large|os error 27|\befbig\b", re.IGNORECASE)
 # What torch.save / numpy say when a write comes up short, without saying why.
 _SHORT_WRITE = re.compile(r"unexpected pos|file write failed|failed writing|iostream error|requested and \d+ written",
                           re.IGNORECASE)
@@ -216,25 +218,45 @@ def free_bytes(path: Path) -> int:
         return 1 << 62
 
 
-def is_disk_full(exc: BaseException, where: Path) -> bool:
-    """Whether `exc` (an OSError, or a safetensors/torch/numpy error wrapping one) is a full disk (or quota)
-    while writing under `where`."""
+FILE_SIZE_LIMIT = "a file grew past the file-size limit (ulimit -f)"
+NO_SPACE = "no space left on device"
+
+
+def write_limit(exc: BaseException, where: Path) -> str | None:
+    """What stopped a write under `where`, if it was the room to write: NO_SPACE (a full disk or quota) or
+    FILE_SIZE_LIMIT (EFBIG: the process's file-size limit, as a quota may set), whichever library reported it
+    (an OSError, or a safetensors/torch/numpy error wrapping one); None for any other failure."""
     if isinstance(exc, (KeyboardInterrupt, WriteError)):
-        return False
+        return None
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
+            return NO_SPACE
+        if isinstance(e, OSError) and e.errno == errno.EFBIG:
+            return FILE_SIZE_LIMIT
         if not isinstance(e, MscgError) and _NO_SPACE.search(str(e)):
-            return True
-    return any(_SHORT_WRITE.search(str(e)) for e in chain) and free_bytes(where) < LOW_SPACE_BYTES
+            return NO_SPACE
+        if not isinstance(e, MscgError) and _TOO_LARGE.search(str(e)):
+            return FILE_SIZE_LIMIT
+    if any(_SHORT_WRITE.search(str(e)) for e in chain):  # a short write that does not say why
+        if free_bytes(where) < LOW_SPACE_BYTES:
+            return NO_SPACE
+        if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            return FILE_SIZE_LIMIT
+    return None
 
 
-def disk_full_error(path: Path, kept: Path | None = None) -> WriteError:
+def is_disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether `exc` is a write stopped for room (`write_limit`): a full disk, a quota or a file-size limit."""
+    return write_limit(exc, where) is not None
+
+
+def disk_full_error(path: Path, kept: Path | None = None, reason: str = NO_SPACE) -> WriteError:
     then = (f"rerun the same command with --resume (the last checkpoint is kept in {kept})" if kept is not None
             else "rerun the same command")
-    return WriteError(f"no space left on device while writing {path}; nothing was written there: free some space "
-                      f"(or choose an output on another disk), then {then}")
+    room = ("free some space (or choose an output on another disk)" if reason == NO_SPACE
+            else "raise the limit (or choose an output where files may be larger)")
+    return WriteError(f"{reason} while writing {path}; nothing was written there: {room}, then {then}")
 
 
 # ---- atomic outputs -------------------------------------------------------------------------------
@@ -248,13 +270,14 @@ class AtomicDir:
     """
 
     def __init__(self, path: Path, *, force: bool = False, inputs: Iterable[Path] = (),
-                 resumable: bool = False, resume: bool = False):
+                 resumable: bool = False, resume: bool = False, keep_modes: Iterable[str] = ()):
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.force = force
         self.inputs = list(inputs)
         self.resumable = resumable
         self.resume = resume
+        self.keep_modes = list(keep_modes)  # folders of the output whose files keep the modes they were given
 
     def __enter__(self) -> Path:
         check_output(self.path, force=self.force, inputs=self.inputs)
@@ -279,12 +302,12 @@ class AtomicDir:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             try:
-                honour_umask(self.partial)
+                honour_umask(self.partial, keep=self.keep_modes)
                 replace_path(self.partial, self.path)
             finally:
                 release_output(self.path)
             return False
-        full = is_disk_full(exc, self.partial)
+        full = write_limit(exc, self.partial)
         kept = None
         try:
             checkpoint = self.partial / CHECKPOINT_FILE
@@ -298,7 +321,7 @@ class AtomicDir:
         finally:
             release_output(self.path)
         if full:
-            raise disk_full_error(self.path, kept) from None
+            raise disk_full_error(self.path, kept, full) from None
         return False
 
     def _clear(self, *, keep: str) -> None:
@@ -319,16 +342,21 @@ def current_umask() -> int:
     return mask
 
 
-def honour_umask(root: Path) -> None:
+def honour_umask(root: Path, *, keep: Iterable[str] = ()) -> None:
     """Give every regular file under `root` the mode a file created by `open` gets (0o666 less the umask):
-    safetensors writes its files 0600, whatever the umask. Links are neither followed nor changed."""
+    safetensors writes its files 0600, whatever the umask. Links are neither followed nor changed, nor is a file
+    with another name elsewhere (a hard link: its mode is its source's), nor one in the folders `keep` (relative
+    to `root`: files given their modes on purpose, e.g. copies no more readable than their sources)."""
     mode = 0o666 & ~current_umask()
+    kept = [os.path.join(root, folder) for folder in keep]
     for folder, _, files in os.walk(root):  # os.walk does not descend into linked folders
+        if any(folder == k or folder.startswith(k + os.sep) for k in kept):
+            continue
         for name in files:
             path = os.path.join(folder, name)
             with contextlib.suppress(OSError):  # a file left 0600 is no reason to lose the output
                 st = os.lstat(path)
-                if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+                if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and stat.S_IMODE(st.st_mode) != mode:
                     try:
                         os.chmod(path, mode, follow_symlinks=False)
                     except NotImplementedError:  # no lchmod here; lstat saw a regular file
@@ -374,9 +402,10 @@ def write_bytes_atomic(path: Path, data: bytes, *, force: bool = False, inputs: 
             f.write(data)
         replace_path(tmp, path)
     except Exception as e:
-        if is_disk_full(e, tmp):
+        reason = write_limit(e, tmp)
+        if reason is not None:
             _remove(tmp, missing_ok=True)
-            raise disk_full_error(path) from None
+            raise disk_full_error(path, reason=reason) from None
         raise
     finally:
         with contextlib.suppress(OSError):

@@ -41,6 +41,9 @@ class Embeddings:
 def save_embeddings(out_dir: Path, emb: Embeddings, *, source: dict[str, Any], provenance: dict[str, Any]) -> None:
     vectors = emb.vectors.detach().to(torch.float32).contiguous().cpu()
     assert vectors.ndim == 2 and vectors.shape[0] == len(emb.item_ids)
+    if not bool(torch.isfinite(vectors).all()):  # never an output that every later stage would refuse
+        raise DataError(f"the {emb.modality} embeddings hold NaN or infinite values, so they were not written; "
+                        "check the model or features they came from (a run that diverged: a lower --lr)")
     save_file({"embeddings": vectors}, str(Path(out_dir) / TENSORS_FILE))
     meta = new_meta(
         "embeddings", modality=emb.modality, dim=int(vectors.shape[1]), count=len(emb.item_ids),

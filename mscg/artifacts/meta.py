@@ -93,7 +93,9 @@ def json_depth(obj: Any) -> int:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    """`obj` as strict JSON (a NaN or infinite number as null: no NaN or Infinity ever reaches a file)."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False)
+    Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -58,6 +58,10 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     order changes from process to process; such files are rewritten without those names (loading
     does not need them), so that same inputs and seed give the same bytes.
     """
+    bad = non_finite(model)
+    if bad is not None:  # never an output that every later stage would refuse
+        raise DataError(f"the weight {bad} holds NaN or infinite values, so the model was not written; train "
+                        "again with a lower --lr")
     save_model(model, str(path), metadata={"format": "pt"})
     tensors = load_file(str(path))
     if len(tensors) < len(model.state_dict()):
@@ -94,7 +98,19 @@ def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     if missing or unexpected:
         raise DataError(f"{path}/{WEIGHTS_FILE} does not match its config (missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}); re-create the directory")
+    bad = non_finite(model)
+    if bad is not None:
+        raise DataError(f"{path}/{WEIGHTS_FILE}: {bad} holds NaN or infinite values, so every score would be "
+                        "meaningless; re-create the directory (a run that diverged: train again with a lower --lr)")
     return model
+
+
+def non_finite(model: torch.nn.Module) -> str | None:
+    """The name of the first weight (parameter or buffer) of `model` with a NaN or infinite value, or None."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 def save_item_keys(out_dir: Path, keys: torch.Tensor) -> None:

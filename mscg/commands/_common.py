@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import shutil
@@ -14,12 +13,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mscg.artifacts.atomic import is_disk_full, release_all, write_text_atomic
+from mscg.artifacts.atomic import FILE_SIZE_LIMIT, NO_SPACE, release_all, write_limit, write_text_atomic
 from mscg.console import error, info
 from mscg.errors import MscgError, UsageError
 from mscg.training.defaults import DEFAULT_LOG_EVERY
 
 DEBUG = {"on": os.environ.get("MSCG_DEBUG") == "1"}
+ROOM = {NO_SPACE: "free some space", FILE_SIZE_LIMIT: "raise the limit"}  # what to do about a write_limit
 
 DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Folder holding items.jsonl and interactions.jsonl.",
                                        show_default=False)]
@@ -33,7 +33,8 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training arithme
                                           "The CPU always trains in fp32.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint "
                                          "(or a finished one kept with --keep-checkpoint, with --force; the "
-                                         "budget flags --epochs, --patience, --validate-every may change).")]
+                                         "budget flags --epochs, --patience, --validate-every may change, and "
+                                         "--lr: lower it to continue a run that diverged).")]
 KeepCheckpointOpt = Annotated[bool, typer.Option("--keep-checkpoint", help="Keep the final resume checkpoint in "
                                                  "the output (resume.pt), so that the run can later continue "
                                                  "with a larger budget.")]
@@ -69,14 +70,15 @@ def user_errors(fn):
             raise typer.Exit(130) from None
         except OSError as e:  # the file system said no: a full disk, a read-only or missing directory
             where = f" ({e.filename})" if e.filename else ""
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                _fail(f"no space left on device while writing {e.filename or 'the output'}; free some space and "
-                      "rerun", 1)
+            reason = write_limit(e, Path.cwd())
+            if reason is not None:
+                _fail(f"{reason} while writing {e.filename or 'the output'}; {ROOM[reason]} and rerun", 1)
             _fail(f"{e.strerror or e}{where}; check the path, its permissions and the free space", 1)
         except Exception as e:  # a library's wrapper of a failed write (safetensors, torch.save): a full disk?
-            if not is_disk_full(e, Path.cwd()):
+            reason = write_limit(e, Path.cwd())
+            if reason is None:
                 raise
-            _fail(f"no space left on device ({str(e).splitlines()[0][:200]}); free some space and rerun", 1)
+            _fail(f"{reason} ({str(e).splitlines()[0][:200]}); {ROOM[reason]} and rerun", 1)
         finally:
             release_all()
 

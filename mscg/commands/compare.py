@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +11,8 @@ import typer
 from mscg.artifacts.meta import dumps_json, json_depth, read_json
 from mscg.commands._common import ForceOpt, human_console, is_stdout, user_errors, write_result
 from mscg.commands.evaluate import FormatOpt, check_format, metrics_table, table_text
-from mscg.console import info
+from mscg.console import info, warn
+from mscg.data.jsonl import shown
 from mscg.errors import DataError, UsageError
 
 
@@ -19,7 +20,8 @@ MAX_DEPTH = 32  # an evaluate output nests 4 levels deep
 
 
 def check_metrics(path: str, metrics: Any) -> dict[str, Any]:
-    """An evaluate output: a JSON object with an integer "users" and numbers (or null) for its metrics."""
+    """An evaluate output: a JSON object with an integer "users" and finite numbers (or null) for its metrics.
+    A NaN or infinite metric (not JSON; mscg never writes one) is kept as null, with a warning that says so."""
     if not isinstance(metrics, dict) or "users" not in metrics:
         raise DataError(f"{path} is not a metrics file written by `mscg evaluate -o`")
     if json_depth(metrics) > MAX_DEPTH:
@@ -30,8 +32,17 @@ def check_metrics(path: str, metrics: Any) -> dict[str, Any]:
     for key, value in {"users": metrics["users"], **numbers}.items():
         number = isinstance(value, int if key == "users" else (int, float)) and not isinstance(value, bool)
         if not number and not (value is None and key != "users"):
-            raise DataError(f"{path}: \"{key}\" must be a number, found {json.dumps(value)[:40]}; pass a metrics file "
+            raise DataError(f"{path}: \"{key}\" must be a number, found {shown(value)}; pass a metrics file "
                             "written by `mscg evaluate -o`")
+        try:
+            finite = value is None or math.isfinite(float(value))
+        except OverflowError:  # an integer of hundreds of digits
+            raise DataError(f"{path}: \"{key}\" is an integer of {len(str(abs(value)))} digits, too large for a "
+                            "metric; pass a metrics file written by `mscg evaluate -o`") from None
+        if not finite:
+            warn(f"{path}: \"{key}\" is {value}, which is not a number JSON can hold; it is shown and written as "
+                 "null")
+            metrics = {**metrics, key: None}
     return metrics
 
 
@@ -45,7 +56,7 @@ def compare(entries: list[str], output: Path | None, *, force: bool = False,
         if not sep or not name:
             raise UsageError(f"{entry!r} must look like NAME=PATH, e.g. sasrec=work/eval_sasrec.json")
         rows[name] = check_metrics(path, read_json(Path(path), "run `mscg evaluate ... -o` to make it"))
-    if output is not None:  # strict JSON: a NaN metric is written as null
+    if output is not None:
         text = dumps_json(rows) if fmt == "json" else table_text(rows, fmt)
         write_result(output, text, force=force, inputs=[Path(e.partition("=")[2]) for e in entries])
     return rows

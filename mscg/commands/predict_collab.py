@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mscg.commands._common import DataOpt, ForceOpt, OutputOpt, SeedOpt, user_errors
-from mscg.console import info
+from mscg.console import info, warn
 
 
 @dataclass
@@ -19,6 +19,7 @@ class PredictResult:
     without_content: int
     alpha: float
     quality: dict[str, Any] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)  # trained rows of items items.jsonl no longer lists
 
 
 def untrained_items(collab, data: Path, catalogue, min_interactions: int) -> set[str]:
@@ -72,6 +73,7 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
     modalities = [e.modality for e in content]
     untrained = untrained_items(trained_emb, data, catalogue, min_interactions)
     collab_rows = trained_emb.row_of()
+    dropped = [i for i in trained_emb.item_ids if i not in catalogue.index]  # items gone from items.jsonl
     with_content = set().union(*(e.item_ids for e in content))
     fit_ids = [i for i in catalogue.item_ids if i in collab_rows and i not in untrained and i in with_content]
     new_ids = [i for i in catalogue.item_ids if i in untrained and i in with_content]
@@ -89,7 +91,7 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
             vectors.append(trained_emb.vectors[collab_rows[item_id]])
     source = {"encoder": "SASRec item embeddings; untrained items predicted from content (ridge)",
               "collab": str(collab), "content_modalities": modalities, "predicted_item_ids": new_ids,
-              "untrained_item_ids": [], "min_interactions": min_interactions,
+              "untrained_item_ids": [], "dropped_item_ids": dropped, "min_interactions": min_interactions,
               "map": {"method": "ridge", "alpha": content_map.alpha, **content_map.quality}}
     prov = provenance({"items": items_path, "collab": Path(collab),
                        **{f"content_{e.modality}": Path(p) for p, e in zip(contents, content)}}, seed)
@@ -97,7 +99,7 @@ def predict_collab(data: Path, output: Path, *, collab: Path, contents: list[Pat
         save_embeddings(tmp, Embeddings("collab", ids, torch.stack(vectors)), source=source, provenance=prov)
     return PredictResult(trained=len(ids) - len(new_ids), predicted=len(new_ids),
                          without_content=sum(i in untrained and i not in with_content for i in catalogue.item_ids),
-                         alpha=content_map.alpha, quality=content_map.quality)
+                         alpha=content_map.alpha, quality=content_map.quality, dropped=dropped)
 
 
 @user_errors
@@ -137,6 +139,9 @@ def predict_collab_cli(
     info(f"content map (ridge, alpha {r.alpha:g}) on {q['fit_items']:,} trained items; on {q['holdout_items']:,} "
          f"held out: R² {q['holdout_r2']:.3f}, cosine {q['holdout_cosine']:.3f}, nearest is itself "
          f"{q['holdout_nearest_is_self']:.1%}")
+    if r.dropped:
+        warn(f"dropped {len(r.dropped):,} collab embeddings of items that {data}/items.jsonl no longer lists "
+             f"(e.g. {r.dropped[0]!r}); meta.json names them (source.dropped_item_ids)")
     info(f"wrote {output}: {r.trained:,} trained + {r.predicted:,} predicted collab embeddings"
          + (f"; {r.without_content:,} untrained items have no content and stay without one" if r.without_content
             else ""))

@@ -38,7 +38,8 @@ class PrepareResult:
     with_image: int
     steps: list[Step] = field(default_factory=list)  # what each filter removed, in order
     unused_items: int = 0  # items without any interaction in the source, dropped by the filters
-    copied_images: bool = False
+    linked_images: int = 0  # of `with_image`: hard links in OUTPUT/images/ to the source files
+    copied_images: int = 0  # of `with_image`: copies in OUTPUT/images/
 
 
 SOURCE_KINDS = {"atomic": "atomic RecBole files", "sequence": "RecBole sequence files", "mscg": "an mscg dataset"}
@@ -95,8 +96,8 @@ def prepare(source: str, output: Path, *, name: str | None = None, images: Path 
                                  interactions=len(shaped.interactions) - len(kept),
                                  note=f"{len(withheld):,} items withheld, kept only as test targets"))
         shaped.interactions = kept
-    with AtomicDir(output, force=force, inputs=inputs) as tmp:
-        with_image = place_images(shaped.items, sources, output, copy_into=tmp if copy_images else None)
+    with AtomicDir(output, force=force, inputs=inputs, keep_modes=[IMAGES_DIR]) as tmp:  # images: see place_images
+        placed = place_images(shaped.items, sources, tmp, copy=copy_images)
         with open(tmp / ITEMS_FILE, "w", encoding="utf-8") as f:
             f.writelines(write_jsonl_line(r) for r in shaped.items)
         with open(tmp / INTERACTIONS_FILE, "w", encoding="utf-8") as f:
@@ -106,15 +107,18 @@ def prepare(source: str, output: Path, *, name: str | None = None, images: Path 
     return PrepareResult(
         format=fmt, items=len(shaped.items), interactions=len(shaped.interactions),
         users=len({r["user_id"] for r in shaped.interactions}),
-        with_text=sum("text" in r for r in shaped.items), with_image=with_image, steps=shaped.steps,
-        unused_items=shaped.unused_items, copied_images=copy_images,
+        with_text=sum("text" in r for r in shaped.items), with_image=len(placed), steps=shaped.steps,
+        unused_items=shaped.unused_items, linked_images=placed.linked, copied_images=placed.copied,
     )
 
 
 def summary(output: Path, r: PrepareResult) -> str:
     """The one info line: what was written, and what each filter removed."""
-    copied = f", copied into {IMAGES_DIR}/" if r.copied_images and r.with_image else ""
-    line = (f"wrote {output}: {r.items:,} items ({r.with_text:,} with text, {r.with_image:,} with an image{copied}), "
+    placed = (f", hard-linked into {IMAGES_DIR}/" if not r.copied_images else
+              f", copied into {IMAGES_DIR}/" if not r.linked_images else
+              f", in {IMAGES_DIR}/: {r.linked_images:,} hard-linked, {r.copied_images:,} copied")
+    placed = placed if r.with_image else ""
+    line = (f"wrote {output}: {r.items:,} items ({r.with_text:,} with text, {r.with_image:,} with an image{placed}), "
             f"{r.interactions:,} interactions of {r.users:,} users ({SOURCE_KINDS[r.format]})")
     for step in r.steps:
         note = f" ({step.note})" if step.note else ""
@@ -132,12 +136,16 @@ def prepare_cli(
                                           show_default=False)],
     output: OutputOpt,
     name: Annotated[str | None, typer.Option(help="Dataset name (file prefix) when the folder holds several.")] = None,
-    images: Annotated[Path | None, typer.Option(help="Folder of item images; items whose file exists get an "
-                                                     "`image` field.")] = None,
-    image_pattern: Annotated[str, typer.Option(help="Image file name inside --images.")] = "{item_id}.jpg",
-    copy_images: Annotated[bool, typer.Option("--copy-images", help="Copy each item's image into OUTPUT/images/ "
-                                              "(the `image` fields then point there), so that OUTPUT can be "
-                                              "moved or copied on its own.")] = False,
+    images: Annotated[Path | None, typer.Option(help="Folder of item images; each item whose file exists gets it "
+                                                     "in OUTPUT/images/ (a hard link where the file system "
+                                                     "allows, else a copy) and an `image` field naming it there, "
+                                                     "so that OUTPUT can be moved or copied on its own.")] = None,
+    image_pattern: Annotated[str, typer.Option(help="Image file name inside --images ({item_id}: the id as it is, "
+                                                    "but / becomes %2F, and the ids . and .. %2E and %2E%2E); no "
+                                                    "`..`, no absolute path.")] = "{item_id}.jpg",
+    copy_images: Annotated[bool, typer.Option("--copy-images", help="Copy the images into OUTPUT/images/ instead "
+                                              "of hard-linking them (a change to a source file then leaves OUTPUT "
+                                              "as it is).")] = False,
     min_rating: Annotated[float | None, typer.Option(help="Keep only interactions rated at least this (the "
                                                      "`rating` column of NAME.inter, or the `rating` field of "
                                                      "an mscg interactions.jsonl).", show_default=False)] = None,
@@ -165,6 +173,10 @@ def prepare_cli(
     items left without an interaction are dropped from items.jsonl too. SOURCE may also be an mscg dataset
     folder: the filters (and --copy-images) then apply to its items.jsonl and interactions.jsonl, every field
     kept. Same options and --seed, same bytes. --withhold-items then makes a cold-start split of the result.
+
+    Every image goes into OUTPUT/images/ (a hard link where the file system allows, a copy with --copy-images),
+    so a dataset holds its images. mscg reads only files inside a dataset's folder (and here, inside --images
+    DIR): an image path that is absolute, climbs out with `..` or leads out through a symbolic link is refused.
 
     [bold]Examples[/bold]
 

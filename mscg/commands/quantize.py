@@ -12,7 +12,7 @@ import typer
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, provenance
 from mscg.commands._common import DeviceOpt, ForceOpt, LogEveryOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
-from mscg.console import info, render
+from mscg.console import info, render, warn
 from mscg.errors import UsageError
 
 DEFAULT_CODEBOOK_CAP = 256
@@ -301,3 +301,6 @@ def quantize_cli(
     if dist.is_main():
         info(f"wrote {output}: {r.method} on {r.items:,} {r.modality} items, "
              f"{len(r.codebook_sizes)} x {r.codebook_sizes[0]}; {describe_stats(r.stats)}")
+        if r.items > 1 and r.stats.get("unique_codes") == 1:
+            warn(f"all {r.items:,} items got the same code: the {r.modality} vectors carry no signal the quantizer "
+                 "can split (constant, or from a model that diverged); check the embeddings before assigning codes")

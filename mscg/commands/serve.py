@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mscg.api import DEFAULT_BATCH_SIZE
 from mscg.commands._common import DeviceOpt, NoVerifyOpt, user_errors
 from mscg.console import info, stderr, warn
 from mscg.errors import UsageError
 
 
 def serve(model_path: Path, *, host: str = "127.0.0.1", port: int = 8000, k: int = 10, device: str = "auto",
-          beam_size: int | None = None, codes: Path | None = None, verify: bool = True, on_ready=None) -> None:
-    """Serve until interrupted (Ctrl-C, SIGTERM). `on_ready(url)` is called once the socket listens."""
+          beam_size: int | None = None, codes: Path | None = None, verify: bool = True, on_ready=None,
+          max_batch: int | None = None) -> None:
+    """Serve until interrupted (Ctrl-C, SIGTERM). `on_ready(url)` is called once the socket listens.
+    `max_batch`: users ranked together in one model call (default MAX_BATCH_USERS; 1: each request alone)."""
     from mscg.api import load
-    from mscg.serve import MAX_K, make_server
+    from mscg.serve import MAX_BATCH_USERS, MAX_K, listen, make_app, make_server
+
+    max_batch = MAX_BATCH_USERS if max_batch is None else max_batch
+    if max_batch < 1:
+        raise UsageError(f"--max-batch {max_batch} must be at least 1 (1: no micro-batching)")
 
     if not 1 <= k <= MAX_K:
         raise UsageError(f"-k {k} must be from 1 to {MAX_K:,}")
@@ -27,26 +35,31 @@ def serve(model_path: Path, *, host: str = "127.0.0.1", port: int = 8000, k: int
     if model.kind == "mscg-generator" and beam_size is not None and k > beam_size:
         raise UsageError(f"-k {k} is larger than --beam-size {beam_size}; raise --beam-size to at least {k}")
     try:
-        server = make_server(model, host, port, k, on_error=warn)
+        sock = listen(host, port)
     except OSError as e:
         raise UsageError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port (0: any free "
                          "one) or --host") from None
+    server = make_server(make_app(model, k, on_error=warn, max_batch=max_batch))
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # uvicorn handles SIGINT and SIGTERM while it runs (it finishes the requests in flight), then raises the
+    # signal again for the handler it found: this one, or Python's KeyboardInterrupt for SIGINT.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:
-        bound_host, bound_port = server.server_address[:2]
+        bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         if on_ready is not None:
             on_ready(f"http://{shown}:{bound_port}")
-        server.serve_forever()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.server_close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        sock.close()
 
 
 @user_errors
@@ -61,13 +74,18 @@ def serve_cli(
                                                        "at least K).")] = None,
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own; another must "
                                                     "have the same SHA-256, e.g. a copy).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Users ranked together in one model call when requests "
+                                                "arrive at once; 1: each request alone, its scores then "
+                                                "bit-identical to the Python API's.")] = DEFAULT_BATCH_SIZE,
     no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Serve recommendations over HTTP: POST /recommend with {"history": \\[item_id, ...], "k": 10} (or
-    {"users": \\[{"user_id": ..., "history": \\[...]}, ...]}) answers {"items", "scores"}, history items left
-    out unless "include_history": true; GET /health describes the model. A bad request gets a 400 with
-    {"error": ...}. The model is loaded once; Ctrl-C or SIGTERM stops the server.
+    """Serve recommendations over HTTP (FastAPI on uvicorn): POST /recommend with {"history": \\[item_id, ...],
+    "k": 10} (or {"users": \\[{"user_id": ..., "history": \\[...]}, ...]}) answers {"items", "scores"}, history
+    items left out unless "include_history": true; GET /health describes the model; GET /docs (and
+    /openapi.json) documents the API. Every error is {"error": ...}: 400 for a bad request, 404, 405, 413 for
+    a body over 16 MiB. Concurrent requests are ranked together (micro-batching) in one model thread. The
+    model is loaded once; Ctrl-C or SIGTERM stops the server.
 
     [bold]Examples[/bold]
 
@@ -76,9 +94,9 @@ def serve_cli(
       curl -s localhost:8000/recommend -d '{"history": ["50", "172", "181"], "k": 5}'
     """
     def started(url: str) -> None:  # printed even under MSCG_QUIET: with --port 0 it is how one learns the port
-        stderr.print(f"serving {model} at {url} (POST /recommend, GET /health); Ctrl-C stops", soft_wrap=True,
-                     markup=False)
+        stderr.print(f"serving {model} at {url} (POST /recommend, GET /health, API docs at {url}/docs); Ctrl-C "
+                     "stops", soft_wrap=True, markup=False)
 
     serve(model, host=host, port=port, k=k, device=device, beam_size=beam_size, codes=codes, verify=not no_verify,
-          on_ready=started)
+          on_ready=started, max_batch=max_batch)
     info("stopped")

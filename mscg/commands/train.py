@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
-from mscg.artifacts.meta import provenance
+from mscg.artifacts.meta import meta_inputs, provenance
 from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
                                    OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
                                    PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
@@ -93,7 +93,8 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     dense_content = [Path(p) for p in dense_content or []]
-    inputs = [Path(data), items_path, interactions_path, codes_path, *dense_content]  # never write into DATA
+    inputs = [Path(data), items_path, interactions_path, codes_path, *dense_content,  # never write into DATA,
+              *(p for source in (codes_path, *dense_content) for p in meta_inputs(source))]  # nor what made them
     if dist.is_main():
         check_output(output, force=force, inputs=inputs)
     codes = load_codes(codes_path)

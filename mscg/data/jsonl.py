@@ -55,7 +55,7 @@ def _parse_line(raw: bytes, name: str, line_no: int) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
-        obj = json.loads(line, parse_constant=_reject_constant)
+        obj = json.loads(line, parse_constant=_reject_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, ValueError, RecursionError) as e:
         reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
         raise DataError(f"{name} line {line_no}: malformed JSON ({reason}); "
@@ -92,6 +92,14 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+def _finite_float(token: str) -> float:
+    """A JSON number as a float; one too large for a float (1e999) is refused, not read as infinity."""
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"{token[:40]} is too large for a number")
+    return value
+
+
 def field_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:
     """A string field; a number where a string belongs is an error that says to quote it."""
     if key not in obj or obj[key] is None:
@@ -122,4 +130,6 @@ def field_number(obj: dict[str, Any], key: str, where: str) -> float | None:
 
 
 def write_jsonl_line(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False) + "\n"
+    """One JSONL line, strict: a NaN or infinite number raises ValueError (no NaN or Infinity reaches a file;
+    callers check their numbers first)."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"

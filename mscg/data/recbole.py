@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mscg.data.items import FolderPaths
 from mscg.errors import DataError, UsageError
 
 RECBOLE_PREFIX = "recbole:"
@@ -239,25 +241,44 @@ def convert_sequence(source: Path, name: str) -> Converted:
     return Converted(list(items.values()), interactions, "sequence")
 
 
+def id_in_file_name(item_id: str) -> str:
+    """An item id as --image-pattern's {item_id} writes it: unchanged ("B00O47ILVA", "42", "x y"), except that `/`
+    (and Windows' `\\`) becomes %2F (%5C), NUL %00, and the ids "." and ".." %2E and %2E%2E: an id never names
+    another folder."""
+    for char in {"/", "\0", os.sep, os.altsep or "/"}:
+        item_id = item_id.replace(char, f"%{ord(char):02X}")
+    return "%2E" * len(item_id) if item_id in (".", "..") else item_id
+
+
 def find_images(items: list[dict], images: Path, pattern: str) -> dict[str, Path]:
-    """{item_id: image file} for each item whose file `images/pattern` exists."""
+    """{item_id: image file} for each item whose file `images/pattern` exists ({item_id} as `id_in_file_name`
+    writes it). A file whose path leads out of `images` (through a symbolic link) is refused, found or not."""
     check_image_options(images, pattern)
+    folder = FolderPaths(images)
     found = {}
     for record in items:
-        path = images / pattern.format(item_id=record["item_id"])
+        name = pattern.format(item_id=id_in_file_name(record["item_id"]))
+        if why := folder.why_outside(name):
+            raise DataError(f"--images {images}: {name}, the image of item {record['item_id']!r}, {why}; mscg "
+                            "reads only files inside --images DIR: copy the file into it, or pass --images the "
+                            "folder that holds the files themselves")
+        path = images / name
         if path.is_file():
             found[record["item_id"]] = path
     return found
 
 
 def check_image_options(images: Path, pattern: str) -> None:
-    """--images is a folder and --image-pattern names a file by {item_id}."""
+    """--images is a folder and --image-pattern names a file inside it by {item_id}."""
     if not images.is_dir():
         raise UsageError(f"--images {images} is not a directory")
     if "{item_id}" not in pattern:
         raise UsageError("--image-pattern must contain {item_id}, e.g. \"{item_id}.jpg\"")
     try:
-        pattern.format(item_id="1")
+        example = pattern.format(item_id="1")
     except (KeyError, IndexError, ValueError):
         raise UsageError(f"--image-pattern {pattern!r} may hold only the placeholder {{item_id}}, e.g. "
                          "\"{item_id}.jpg\"") from None
+    if os.path.isabs(example) or os.pardir in Path(example).parts:
+        raise UsageError(f"--image-pattern {pattern!r} must name a file inside --images: a relative path without "
+                         "`..`, e.g. \"{item_id}.jpg\" or \"posters/{item_id}.jpg\"")

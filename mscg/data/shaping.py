@@ -1,5 +1,5 @@
 """Shaping a dataset before it is written: rating filter, seeded user sample, iterated k-core, and the
-items' images (linked where they lie, or copied into the dataset folder).
+items' images (placed inside the dataset folder: hard-linked, or copied).
 
 The filters run in this order, each on what the one before kept: `--min-rating` -> `--sample-users` ->
 k-core (`--min-user-interactions`, `--min-item-interactions`). When any of them runs, items left with no
@@ -25,7 +25,7 @@ from mscg.data.jsonl import field_number, read_jsonl
 from mscg.data.recbole import Converted
 from mscg.errors import DataError, UsageError
 
-IMAGES_DIR = "images"  # where --copy-images puts the images, inside the dataset folder
+IMAGES_DIR = "images"  # where prepare places the images, inside the dataset folder
 RATING_FIELD = "rating"
 
 
@@ -152,7 +152,7 @@ def read_mscg_dataset(folder: Path, *, ratings: bool = False) -> tuple[Converted
 # ---- images ---------------------------------------------------------------------------------------
 
 def image_file_name(item_id: str, source: Path) -> str:
-    """The file name of an item's copied image: its id, percent-encoded where a file name could not hold it
+    """The file name of an item's image in IMAGES_DIR: its id, percent-encoded where a file name could not hold it
     (`/`, a leading dot, ...), with the source's suffix. Distinct ids give distinct names."""
     name = quote(item_id, safe="")
     if name.startswith("."):
@@ -163,45 +163,78 @@ def image_file_name(item_id: str, source: Path) -> str:
     return name + suffix
 
 
-def place_images(items: list[dict], sources: dict[str, Path], out_dir: Path, *, copy_into: Path | None) -> int:
-    """Give each item in `sources` its `image` field; returns how many got one.
+@dataclass
+class Placed:
+    """How the images went into the dataset folder."""
+    linked: int = 0  # hard links to the source files
+    copied: int = 0
 
-    Without `copy_into`, the path is the source file relative to `out_dir` (where the dataset will be).
-    With it (the partial output folder), each file is copied to IMAGES_DIR/ there and the path is relative
-    to the dataset folder, so the folder can be moved. A linked image is copied as the file it links to;
-    nothing is written through a link.
+    def __len__(self) -> int:
+        return self.linked + self.copied
+
+
+def place_images(items: list[dict], sources: dict[str, Path], into: Path, *, copy: bool = False) -> Placed:
+    """Give each item in `sources` the image `IMAGES_DIR/<image_file_name>` inside `into` (the partial output
+    folder), so that the dataset folder holds its images and can be moved on its own.
+
+    Each file is a hard link to its source where the file system allows one (the same file system, a file the
+    user may link) and a copy otherwise, or always with `copy`. A copy is readable by everyone (0644, less the
+    umask) only where its source is; otherwise only by its owner (0600). A linked source is placed as the file
+    it links to; nothing is written through a link.
     """
-    if copy_into is not None and sources:
-        (copy_into / IMAGES_DIR).mkdir()
-    placed = 0
+    placed = Placed()
+    if sources:
+        (into / IMAGES_DIR).mkdir()
     for record in items:
         source = sources.get(record["item_id"])
         if source is None:
             continue
-        if copy_into is None:
-            record["image"] = os.path.relpath(source.resolve(), out_dir.resolve())
+        name = image_file_name(record["item_id"], source)
+        if _place_file(source, into / IMAGES_DIR / name, record["item_id"], link=not copy):
+            placed.linked += 1
         else:
-            name = image_file_name(record["item_id"], source)
-            _copy_file(source, copy_into / IMAGES_DIR / name, record["item_id"])
-            record["image"] = f"{IMAGES_DIR}/{name}"
-        placed += 1
+            placed.copied += 1
+        record["image"] = f"{IMAGES_DIR}/{name}"
     return placed
 
 
-def _copy_file(source: Path, dest: Path, item_id: str) -> None:
+def _place_file(source: Path, dest: Path, item_id: str, *, link: bool) -> bool:
+    """Hard-link (when `link` and the file system allows it) or copy `source` to the new file `dest`; True when
+    linked."""
+    real = os.path.realpath(source)  # the file a link leads to (checked to lie inside its folder when read)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO must not hang the open
     try:
-        mode = os.stat(source).st_mode
+        fd = os.open(real, flags)
     except OSError as e:
         raise DataError(f"the image {source} of item {item_id!r} cannot be read ({e.strerror or e}); fix its path "
                         "or drop the item's image field") from None
-    if not stat.S_ISREG(mode):
-        raise DataError(f"the image {source} of item {item_id!r} is not a regular file; fix its path or drop the "
-                        "item's image field")
-    with open(source, "rb") as src:
+    with os.fdopen(fd, "rb") as src:
+        st = os.fstat(src.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"the image {source} of item {item_id!r} is not a regular file; fix its path or drop "
+                            "the item's image field")
+        if link:
+            try:
+                os.link(real, dest, follow_symlinks=False)
+            except FileExistsError:
+                raise _collision(dest) from None
+            except OSError:  # another file system, a file the user may not link (EPERM), too many links: copy
+                pass
+            else:
+                linked = os.lstat(dest)
+                if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino):
+                    return True
+                os.unlink(dest)  # the path was swapped between the open and the link
+                raise DataError(f"the image {source} of item {item_id!r} changed while it was linked; rerun")
+        mode = 0o644 if st.st_mode & stat.S_IROTH else 0o600
         try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         except FileExistsError:
-            raise DataError(f"two items' images would both be copied to {dest.name}; rename one of the image "
-                            "files") from None
-        with os.fdopen(fd, "wb") as out:
+            raise _collision(dest) from None
+        with os.fdopen(out_fd, "wb") as out:
             shutil.copyfileobj(src, out)
+    return False
+
+
+def _collision(dest: Path) -> DataError:
+    return DataError(f"two items' images would both be placed at {dest.name}; rename one of the image files")

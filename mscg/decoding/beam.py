@@ -184,6 +184,7 @@ def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_si
             logp = model.level_log_probs(hidden.reshape(B * K, -1), level, allowed.reshape(B * K, -1))
         size = logp.shape[-1]
         candidates = (scores[..., None] + logp.view(B, K, size)).view(B, K * size)  # (B, K*size)
+        candidates = candidates.masked_fill(candidates.isnan(), float("-inf"))  # NaN is the worst score, not the best
         if dead is not None:
             gone = dead[level].gather(1, children.view(B, K * size).clamp(min=0).long()) & (children.view(B, -1) >= 0)
             candidates = candidates.masked_fill(gone, float("-inf"))

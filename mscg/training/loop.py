@@ -31,7 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from mscg.errors import DataError, UsageError
+from mscg.errors import DataError, DivergedError, UsageError
 from mscg.training import distributed as dist
 from mscg.training.defaults import DEFAULT_LOG_EVERY, LoopConfig
 
@@ -130,8 +130,9 @@ def train_loop(
              "bad_validations": 0, "seconds": 0.0, "history": [], **_fresh_records()}
     best_state: dict[str, torch.Tensor] | None = None
     # The budget (epochs, patience, validation interval) may change on resume: a finished or stopped run
-    # continues with a larger one (its learning-rate decay then stretches over the new budget).
-    run_time = ("checkpoint_seconds", "epochs", "patience", "validate_every", "log_every")
+    # continues with a larger one (its learning-rate decay then stretches over the new budget); so may the peak
+    # learning rate: a run that diverged continues from its last checkpoint with a lower one.
+    run_time = ("checkpoint_seconds", "epochs", "patience", "validate_every", "log_every", "lr")
     knobs = {k: v for k, v in asdict(config).items() if k not in run_time}
     fingerprint = json.loads(json.dumps({"loop": knobs, **(fingerprint or {})}, default=str))
     ckpt_path = Path(checkpoint_dir) / RESUME_FILE if checkpoint_dir is not None else None
@@ -139,15 +140,20 @@ def train_loop(
     if resume and ckpt_path is not None and ckpt_path.exists():
         best_state = _load_checkpoint(ckpt_path, core, optimizer, scheduler, state, fingerprint, device)
         resumed_from = state["step"]
+        _set_peak_lr(optimizer, scheduler, config.lr)
     else:
         torch.manual_seed(config.seed + dist.rank())
     yield Event("start", epoch=state["epoch"], step=state["step"], total_steps=total_steps, resumed_from=resumed_from)
 
     started, seconds_before = time.perf_counter(), state["seconds"]  # 0 unless resumed
+    saved = {"step": resumed_from}  # the step of the checkpoint on disk, if any
 
     def save_checkpoint() -> None:
+        if not _all_finite(core):  # a checkpoint only of weights worth resuming from
+            raise _diverged(state, "the weights are no longer finite", config.lr, saved["step"])
         state["seconds"] = seconds_before + time.perf_counter() - started
         _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
+        saved["step"] = state["step"]
 
     samples_seen = 0
     last_checkpoint = time.monotonic()
@@ -164,8 +170,15 @@ def train_loop(
                 loss = model(**batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # (under DDP the gradients are averaged over ranks by now: every rank sees the same norm)
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(core.parameters(), config.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in core.parameters() if p.grad is not None])
+            step_loss = float(loss.detach())
+            if not (math.isfinite(step_loss) and bool(torch.isfinite(norm))):  # stop before the step spoils them
+                what = f"the loss is {step_loss}" if not math.isfinite(step_loss) else "the gradient is not finite"
+                raise _diverged({**state, "epoch": epoch, "step": state["step"] + 1}, what, config.lr, saved["step"])
             step_lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             optimizer.step()
             scheduler.step()
@@ -174,7 +187,6 @@ def train_loop(
             samples_seen += len(batches[b])
             if after_step is not None:
                 after_step(core, state["step"], total_steps)
-            step_loss = float(loss.detach())
             _record_step(state, epoch + 1, step_loss, step_lr, config.log_every)
             yield Event("step", epoch=epoch, step=state["step"], total_steps=total_steps,
                         loss=step_loss, lr=scheduler.get_last_lr()[0])
@@ -183,6 +195,8 @@ def train_loop(
                 last_checkpoint = time.monotonic()
         # End of epoch: validate (every validate_every epochs, and the last), keep the best weights, maybe stop.
         value, is_best, scores = None, False, {}
+        if not _all_finite(core):  # the last step overflowed: nothing to validate (NaN would rank as a hit)
+            raise _diverged(state | {"epoch": epoch}, "the weights are no longer finite", config.lr, saved["step"])
         if validate is not None and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
             model.eval()
             with torch.no_grad(), autocast:
@@ -224,6 +238,17 @@ def train_loop(
     yield Event("done", epoch=state["epoch"], step=state["step"], total_steps=total_steps,
                 metric=state["best_metric"])
     return result
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _diverged(state: dict[str, Any], what: str, lr: float, saved_step: int | None) -> DivergedError:
+    """The one line for a run whose loss or weights stopped being finite: where, what to try, what is kept."""
+    kept = f"; add --resume to continue from its last checkpoint (step {saved_step:,})" if saved_step else ""
+    return DivergedError(f"training diverged at epoch {state['epoch'] + 1}, step {state['step']:,} ({what}), so "
+                         f"nothing was written; rerun with a lower --lr than {lr:g} (e.g. {lr / 10:g}){kept}")
 
 
 RECORD_KEYS = ("epoch", "step", "loss", "lr")  # a history entry's training record; the rest: validation metrics
@@ -303,6 +328,18 @@ def _warmup_cosine(total_steps: int, warmup: int, config: LoopConfig) -> Callabl
     return factor
 
 
+def _set_peak_lr(optimizer, scheduler, lr: float) -> None:
+    """A resumed run's peak learning rate, where --lr differs from the checkpoint's: the schedule goes on from
+    the same step at the new scale (a run that diverged continues with a lower rate)."""
+    if all(base == lr for base in scheduler.base_lrs):
+        return
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state, best_state, fingerprint) -> None:
     if not dist.is_main():
         return
@@ -332,7 +369,13 @@ def _load_checkpoint(path, model, optimizer, scheduler, state, fingerprint, devi
                         "(or delete it) to start afresh") from None
     if not isinstance(payload, dict) or not _CHECKPOINT_KEYS <= set(payload):
         raise DataError(f"{path} is not an mscg checkpoint; drop --resume (or delete it) to start afresh")
-    if payload["fingerprint"] != json.dumps(fingerprint, sort_keys=True):
+    try:
+        recorded = json.loads(payload["fingerprint"])
+    except (TypeError, ValueError):
+        raise DataError(f"{path} is not an mscg checkpoint; drop --resume (or delete it) to start afresh") from None
+    if isinstance(recorded, dict) and isinstance(recorded.get("loop"), dict):
+        recorded["loop"].pop("lr", None)  # a run-time knob now; earlier checkpoints recorded it with the others
+    if json.dumps(recorded, sort_keys=True) != json.dumps(fingerprint, sort_keys=True):
         raise UsageError(f"{path} was written by a run with other settings or inputs; rerun the same command "
                          "to resume it, or drop --resume to start afresh")
     model.load_state_dict(payload["model"])

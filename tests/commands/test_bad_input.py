@@ -199,6 +199,19 @@ def embeddings_with_inf(c: Ctx):
     save_file(tensors, path)
 
 
+def nan_weights(artifact: str, name: str = "model"):
+    """Setup: copy the pipeline's ARTIFACT (a model or quantizer directory) to tmp/NAME with one weight NaN,
+    as a diverged run (or a hand edit) leaves it."""
+    def setup(c: Ctx):
+        path = copy_artifact(getattr(c.pipe, artifact), c.tmp / name) / "model.safetensors"
+        tensors = load_file(path)
+        key = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+        tensors[key].view(-1)[0] = float("nan")
+        save_file(tensors, path, metadata={"format": "pt"})
+        (c.tmp / "h.jsonl").write_text(H_JSONL)
+    return setup
+
+
 def embeddings_of_4_dims(c: Ctx):
     np.save(c.tmp / "v.npy", structured_vectors(40, 4, 0))
     ok("import-embeddings", "-d", c.pipe.data, "--vectors", c.tmp / "v.npy", "--ids", c.pipe.work / "ids.txt",
@@ -492,6 +505,21 @@ CASES = [
          ["v.npy", "item 'i2'", "NaN or infinite"]),
     Case("embeddings artifact with inf", embeddings_with_inf, quantize("{tmp}/emb"), 1,
          ["{tmp}/emb", "item 'i5'", "NaN or infinite"]),
+    Case("predict-collab on collab embeddings with inf", embeddings_with_inf,
+         "predict-collab -d {pipe.data} --collab {tmp}/emb --content {pipe.emb_text} -o {out}", 1,
+         ["{tmp}/emb", "item 'i5'", "NaN or infinite"]),
+    # ---- weights with NaN (a diverged run, a hand edit): every stage that loads them refuses, naming the file
+    *[Case(f"{command.split()[0]} on {artifact} with a NaN weight", nan_weights(artifact, name), command, 1,
+           [f"{{tmp}}/{name}/model.safetensors", "NaN or infinite", "lower --lr"], out=out)
+      for artifact, name, command, out in [
+          ("sasrec", "model", evaluate("{tmp}/model"), "{tmp}/m.json"),
+          ("generator", "model", evaluate("{tmp}/model"), "{tmp}/m.json"),
+          ("sasrec", "model", "recommend {tmp}/model -i {tmp}/h.jsonl -o {out}", "{tmp}/r.jsonl"),
+          ("sasrec", "model", "fuse {pipe.generator} {tmp}/model -d {pipe.data} -o {out}", "{tmp}/fused"),
+          ("q_text", "q", "assign-codes -d {pipe.data} -q {tmp}/q -q {pipe.q_collab} -o {out}", "{tmp}/codes")]],
+    # ---- a run that diverges stops with one line (a run that wrote a checkpoint: test_a_diverged_run_...)
+    Case("train diverges", None, train() + " --lr 1e30", 1,
+         ["training diverged at epoch 1, step 2", "the gradient is not finite", "lower --lr than 1e+30"]),
     Case("embeddings meta lists fewer ids than rows",
          copied("emb_text", "emb", "meta.json", lambda meta: meta["item_ids"].pop()), quantize("{tmp}/emb"), 1,
          ["{tmp}/emb", "meta.json lists 39 item ids"]),
@@ -557,6 +585,9 @@ CASES = [
     Case("prepare malformed RecBole file",
          write("{tmp}/src/d.inter", "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t5\nu1\ti2\n"),
          "prepare {tmp}/src -o {out}", 1, ["d.inter line 3", "2 tab-separated values for 3 header"]),
+    Case("compare a metric of 401 digits", write("{tmp}/m.json", '{"users": 3, "ndcg@10": 1' + "0" * 400 + "}"),
+         "compare a={tmp}/m.json -o {out}", 1, ["{tmp}/m.json", '"ndcg@10" is an integer of 401 digits'],
+         out="{tmp}/all.json"),
     Case("prepare non-finite timestamp",
          write("{tmp}/src/d.inter", "user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\tnan\n"),
          "prepare {tmp}/src -o {out}", 1, ["d.inter line 2", "timestamp 'nan' is not a finite number"]),
@@ -725,8 +756,9 @@ CASES = [
          ["{tmp}/emb is not the embeddings {tmp}/q was made from", "SHA-256", "--no-verify"]),
     Case("codes swapped after train", generator_on_swapped_codes, evaluate("{tmp}/gen"), 1,
          ["{tmp}/gen/codes is not the codes {tmp}/gen was made from", "--no-verify"], out="{tmp}/m.json"),
-    Case("codes swapped after train (an old model folder)", old_generator_on_swapped_codes, evaluate("{tmp}/gen"),
-         1, ["{tmp}/codes is not the codes {tmp}/gen was made from", "--no-verify"], out="{tmp}/m.json"),
+    Case("codes swapped after train (an old model folder)", old_generator_on_swapped_codes,
+         evaluate("{tmp}/gen") + " --codes {tmp}/codes", 1,
+         ["{tmp}/codes is not the codes {tmp}/gen was made from", "--no-verify"], out="{tmp}/m.json"),
     Case("model folder without its codes", without_its_codes, evaluate("{tmp}/gen"), 1,
          ["{tmp}/gen/codes is missing", "copy the whole directory", "--codes"], out="{tmp}/m.json"),
     Case("other codes of the same layout and items",
@@ -1074,10 +1106,83 @@ def test_no_verify_uses_changed_inputs(pipe, tmp_path):
 
 
 def test_compare_writes_nan_as_null(tmp_path):
-    """A NaN metric becomes null: the JSON compare writes is valid for every reader."""
+    """A NaN metric (not JSON; mscg never writes one) becomes null, and a warning says so: the JSON compare
+    writes is valid for every reader."""
     (tmp_path / "m.json").write_text('{"users": 3, "ndcg@10": NaN, "recall@10": 0.5}')
     out = tmp_path / "all.json"
     result = invoke("compare", f"a={tmp_path / 'm.json'}", "-o", out)
     assert result.exit_code == 0, result.output
+    assert f'warning: {tmp_path / "m.json"}: "ndcg@10" is nan' in result.stderr and "written as null" in result.stderr
     strict = json.loads(out.read_text(), parse_constant=lambda token: pytest.fail(f"{token} in the JSON"))
     assert strict == {"a": {"users": 3, "ndcg@10": None, "recall@10": 0.5}}
+
+
+def test_a_diverged_run_writes_nothing_and_keeps_its_checkpoint(pipe, tmp_path):
+    """A loss that stops being finite stops training with one line naming the epoch and step and a lower --lr;
+    nothing is written, and the last checkpoint (of finite weights) is kept for --resume."""
+    out = tmp_path / "emb"
+    result = invoke("collab", "-d", pipe.data, "-o", out, "--model-out", tmp_path / "m", *TINY_SASREC, "--epochs", "2",
+                    "--lr", "1e30")
+    line = assert_refused(result, 1, "training diverged at epoch 2, step 2", "the loss is nan", "lower --lr than 1e+30",
+                          "add --resume to continue from its last checkpoint (step 1)")
+    assert "nothing was written" in line and not out.exists() and not (tmp_path / "m").exists()
+    assert [p.name for p in partial_path(out).iterdir()] == ["resume.pt"]
+    state = torch.load(partial_path(out) / "resume.pt", weights_only=True)["model"]
+    assert all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+
+
+def test_serve_and_load_refuse_nan_weights(pipe, tmp_path):
+    """`mscg.load` and `serve` refuse a model with a NaN weight before anything is served."""
+    import mscg
+    from mscg.commands.serve import serve
+    from mscg.errors import DataError
+
+    c = Ctx(None, tmp_path)
+    c.pipe = pipe
+    nan_weights("sasrec")(c)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        mscg.load(tmp_path / "model")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        serve(tmp_path / "model", port=0, on_ready=lambda url: pytest.fail(f"served at {url}"))
+
+
+def test_predict_collab_names_the_rows_it_drops(pipe, tmp_path):
+    """Collab rows of items that items.jsonl does not list are dropped with a warning, and meta.json names them."""
+    from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
+
+    trained = load_embeddings(pipe.emb_collab)
+    (tmp_path / "collab").mkdir()
+    save_embeddings(tmp_path / "collab", Embeddings("collab", [*trained.item_ids, "ghost"],
+                                                    torch.cat([trained.vectors, trained.vectors[:1]])),
+                    source=trained.meta["source"], provenance={})
+    result = invoke("predict-collab", "-d", pipe.data, "--collab", tmp_path / "collab", "--content", pipe.emb_text,
+                    "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "dropped 1 collab embeddings of items that" in result.stderr and "'ghost'" in result.stderr
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["source"]["dropped_item_ids"] == ["ghost"] and "ghost" not in meta["item_ids"]
+
+
+def test_a_file_size_limit_while_training(pipe, tmp_path):
+    """A file-size limit (EFBIG, as `ulimit -f` or a quota gives) while `train` writes: one line naming the
+    limit, no traceback, nothing left behind; the same command succeeds without the limit."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "gen"
+    args = [sys.executable, "-m", "mscg", "train", "-d", str(pipe.data), "--codes", str(pipe.codes), "-o", str(out),
+            *TINY_GENERATOR]
+    limit = 16 * 1024  # bytes: the checkpoint and the weights are larger
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(args, capture_output=True, text=True, env=env, preexec_fn=limited, check=False)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[-1].startswith(f"error: a file grew past the file-size limit (ulimit -f) while writing {out}")
+    assert "raise the limit" in lines[-1]
+    assert not out.exists() and not partial_path(out).exists() and not lock_path(out).exists()
+    assert subprocess.run(args, capture_output=True, env=env, check=False).returncode == 0

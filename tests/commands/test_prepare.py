@@ -1,10 +1,14 @@
-"""`mscg prepare` on small RecBole atomic files written here: filters, seeded samples, --copy-images, an mscg
-dataset as the source, and the refusals."""
+"""`mscg prepare` on small RecBole atomic files written here: filters, seeded samples, the images placed in the
+dataset folder (hard links, copies with --copy-images), an mscg dataset as the source, and the refusals.
+(Image paths that would leave their folder: tests/commands/test_bad_paths.py.)"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -76,17 +80,17 @@ def test_copy_images_makes_a_folder_that_works_after_a_move(recbole: Path, tmp_p
     posters.mkdir()
     for k in range(0, N_ITEMS, 2):  # the odd items have no poster
         pattern_image(k, seed=k).save(posters / f"i{k}.jpg")
-    (posters / "i2.jpg").unlink()
-    (posters / "i2.jpg").symlink_to(tmp_path / "real-i2.jpg")  # a linked poster is copied as its file
-    pattern_image(2, seed=2).save(tmp_path / "real-i2.jpg")
+    (posters / "originals").mkdir()
+    (posters / "i2.jpg").rename(posters / "originals" / "i2.jpg")
+    (posters / "i2.jpg").symlink_to("originals/i2.jpg")  # a link inside --images is copied as its file
     out = ok("prepare", recbole, "-o", tmp_path / "out", "--images", posters, "--copy-images")
     assert "5 with an image, copied into images/" in out
-    assert not any(p.is_symlink() for p in (tmp_path / "out" / "images").iterdir())
+    placed = list((tmp_path / "out" / "images").iterdir())
+    assert not any(p.is_symlink() for p in placed) and all(p.stat().st_nlink == 1 for p in placed)  # no hard link
     moved = tmp_path / "elsewhere" / "data"
     moved.parent.mkdir()
     shutil.move(tmp_path / "out", moved)
     shutil.rmtree(posters)
-    (tmp_path / "real-i2.jpg").unlink()
     catalogue = load_catalogue(moved / "items.jsonl")
     found = {i: p for i, p in zip(catalogue.item_ids, catalogue.images, strict=True) if p is not None}
     assert sorted(found) == ["i0", "i2", "i4", "i6", "i8"] and all(p.is_file() for p in found.values())
@@ -95,13 +99,64 @@ def test_copy_images_makes_a_folder_that_works_after_a_move(recbole: Path, tmp_p
     assert "5 of 10 items have an image embedding" in out
 
 
-def test_without_copy_images_paths_point_at_the_images_folder(recbole: Path, tmp_path: Path):
+def test_without_copy_images_the_images_are_hard_linked_into_the_folder(recbole: Path, tmp_path: Path):
+    """The dataset holds its images without copying them: a hard link is the same file under a second name, so
+    the folder still works once moved and the --images folder removed."""
     posters = tmp_path / "posters"
     posters.mkdir()
     pattern_image(0).save(posters / "i0.jpg")
-    ok("prepare", recbole, "-o", tmp_path / "out", "--images", posters)
-    assert read(tmp_path / "out" / "items.jsonl")[0]["image"] == "../posters/i0.jpg"
-    assert not (tmp_path / "out" / "images").exists()
+    pattern_image(4).save(posters / "i4.jpg")
+    out = ok("prepare", recbole, "-o", tmp_path / "out", "--images", posters)
+    assert "2 with an image, hard-linked into images/" in out
+    items = read(tmp_path / "out" / "items.jsonl")
+    assert [r.get("image") for r in items[:5]] == ["images/i0.jpg", None, None, None, "images/i4.jpg"]
+    assert os.path.samefile(tmp_path / "out" / "images" / "i0.jpg", posters / "i0.jpg")
+    before = (posters / "i4.jpg").read_bytes()
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "out", moved)
+    shutil.rmtree(posters)
+    assert (moved / "images" / "i4.jpg").read_bytes() == before
+    assert (moved / "images" / "i0.jpg").stat().st_nlink == 1  # the last name of the file
+    out = ok("embed", "--modality", "image", "-d", moved, "-o", tmp_path / "emb", "--device", "cpu")
+    assert "2 of 10 items have an image embedding" in out
+
+
+def test_where_no_hard_link_can_be_made_the_images_are_copied(recbole: Path, tmp_path: Path, monkeypatch):
+    """Another file system (EXDEV), a file the user may not link (EPERM): a copy instead, said so in the line."""
+    posters = tmp_path / "posters"
+    posters.mkdir()
+    for k in (0, 2, 4):
+        pattern_image(k, seed=k).save(posters / f"i{k}.jpg")
+    link = os.link
+
+    def cross_device(source, dest, **kwargs):
+        if str(source).endswith("i2.jpg"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return link(source, dest, **kwargs)
+
+    monkeypatch.setattr(os, "link", cross_device)
+    out = ok("prepare", recbole, "-o", tmp_path / "out", "--images", posters)
+    assert "3 with an image, in images/: 2 hard-linked, 1 copied" in out
+    placed = tmp_path / "out" / "images"
+    assert [(placed / f"i{k}.jpg").stat().st_nlink for k in (0, 2, 4)] == [2, 1, 2]
+    assert (placed / "i2.jpg").read_bytes() == (posters / "i2.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("source_mode,copy_mode", [(0o644, 0o644), (0o444, 0o644), (0o640, 0o600), (0o600, 0o600),
+                                                   (0o604, 0o644)])
+def test_a_copy_is_readable_by_others_only_where_its_source_is(recbole: Path, tmp_path: Path, source_mode: int,
+                                                              copy_mode: int):
+    """A group-only source (/etc/shadow is 0640) must not become readable by the copier's own group, or by all."""
+    posters = tmp_path / "posters"
+    posters.mkdir()
+    pattern_image(0).save(posters / "i0.jpg")
+    os.chmod(posters / "i0.jpg", source_mode)
+    umask = os.umask(0o022)
+    try:
+        ok("prepare", recbole, "-o", tmp_path / "out", "--images", posters, "--copy-images")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out" / "images" / "i0.jpg").stat().st_mode) == copy_mode
 
 
 def test_an_mscg_dataset_is_reshaped_with_its_fields_and_images(tmp_path: Path):
@@ -117,14 +172,16 @@ def test_an_mscg_dataset_is_reshaped_with_its_fields_and_images(tmp_path: Path):
     out = ok("prepare", src, "-o", tmp_path / "linked", "--min-rating", "4")
     assert "(an mscg dataset)" in out and "--min-rating 4 removed 2 interactions, 1 users, 1 items" in out
     items = read(tmp_path / "linked" / "items.jsonl")
-    assert items == [{"item_id": "a", "text": "A", "image": "../mine/pics/a.png", "year": 1999},
+    assert items == [{"item_id": "a", "text": "A", "image": "images/a.png", "year": 1999},
                      {"item_id": "b", "text": "B"}]
+    assert os.path.samefile(tmp_path / "linked" / "images" / "a.png", src / "pics" / "a.png")
     assert read(tmp_path / "linked" / "interactions.jsonl")[0] == {"user_id": "u1", "item_id": "a", "timestamp": 0,
                                                                    "rating": 5, "device": "tv"}
     assert load_catalogue(tmp_path / "linked" / "items.jsonl").images[0].is_file()
     ok("prepare", src, "-o", tmp_path / "copied", "--copy-images")
     assert read(tmp_path / "copied" / "items.jsonl")[0]["image"] == "images/a.png"
     assert (tmp_path / "copied" / "images" / "a.png").read_bytes() == (src / "pics" / "a.png").read_bytes()
+    assert not os.path.samefile(tmp_path / "copied" / "images" / "a.png", src / "pics" / "a.png")
 
 
 def test_refusals(recbole: Path, tmp_path: Path):

@@ -85,27 +85,29 @@ def test_a_moved_model_folder_recommends_and_evaluates(pipe, tmp_path):
         shutil.move(hidden, pipe.codes)
 
 
-def test_an_old_model_folder_still_loads(pipe, tmp_path):
+def test_an_old_model_folder_loads_with_its_codes_passed(pipe, tmp_path):
     """A folder from before models carried their codes: meta.json names them by absolute path, no codes/
-    inside, no training counts (so --fallback popular is refused)."""
+    inside, no training counts (so --fallback popular is refused). A folder's codes are read only inside it, so
+    it is refused until --codes names them; then it recommends as before."""
     histories = jsonl(tmp_path / "h.jsonl", LINES)
     old = copy_artifact(pipe.generator, tmp_path / "old")
     shutil.rmtree(old / "codes")
+    recorded = str(pipe.codes.resolve())
 
     def as_old(meta):
-        meta["codes"] = str(pipe.codes.resolve())
+        meta["codes"] = recorded
         del meta["train_item_counts"]
 
     edit_json(old / "meta.json", as_old)
-    assert recommend(old, histories, tmp_path / "old.jsonl") == \
+    result = invoke("recommend", old, "-i", histories, "-o", tmp_path / "r.jsonl")
+    assert_refused(result, 1, f"meta.json names the codes {recorded!r}, which is an absolute path", "pass --codes",
+                   output=tmp_path / "r.jsonl")
+    assert recommend(old, histories, tmp_path / "old.jsonl", "--codes", pipe.codes) == \
         recommend(pipe.generator, histories, tmp_path / "new.jsonl")
-    result = invoke("recommend", old, "-i", histories, "-o", tmp_path / "r.jsonl", "--fallback", "popular")
+    result = invoke("recommend", old, "-i", histories, "-o", tmp_path / "r.jsonl", "--codes", pipe.codes,
+                    "--fallback", "popular")
     assert_refused(result, 2, "--fallback popular needs the model's training popularity", "records none",
                    output=tmp_path / "r.jsonl")
-    edit_json(old / "meta.json", lambda meta: meta.update(codes=str(tmp_path / "gone")))
-    result = invoke("evaluate", old, "-d", pipe.data)
-    assert_refused(result, 1, "trained before model directories held their codes", f"{tmp_path / 'gone'}",
-                   "pass --codes")
 
 
 # ---- the history's items: left out by default, kept with --include-history ----------------------------------

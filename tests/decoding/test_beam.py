@@ -148,3 +148,17 @@ def test_banned_items_take_no_beam_and_keep_their_scores(constraint):
         assert torch.allclose(scores[row, :int(kept.sum())], all_scores[row][kept], atol=1e-5)
     narrow, _ = beam_search(model, history, trie, 10, banned=banned)
     assert (narrow >= 0).all() and not banned.gather(1, narrow).any()
+
+
+@pytest.mark.parametrize("constraint", ["off", "trie"])
+def test_nan_scores_are_the_worst_not_the_best(constraint):
+    """A model whose log-probabilities are NaN (weights broken by a diverged run) gets no item from the search:
+    a NaN candidate never outranks a real one (top-k takes NaN as the largest value), and the search still
+    returns (B, beam) with -1 where no item has a score."""
+    model, tokens, collab, sizes = make_model(constraint)
+    trie = CodeTrie(collab, sizes)
+    history = tokens[torch.randint(0, 120, (4, 5), generator=torch.Generator().manual_seed(2))]
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    items, scores = beam_search(model, history, trie, 6)
+    assert items.shape == (4, 6) and (items == -1).all() and not scores.isnan().any()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,11 @@ def test_real_posters_embed_near_their_own_copies(tmp_path: Path):
     if not POSTERS.is_dir():
         pytest.skip(f"MovieLens-100K posters not found at {POSTERS} (they live in ../shared/data next to the repo)")
     data = tmp_path / "data"
-    data.mkdir()
+    (data / "posters").mkdir(parents=True)
     ids = sorted((p.stem for p in POSTERS.glob("*.jpg")), key=int)[:12]
-    records = [{"item_id": i, "image": str(POSTERS / f"{i}.jpg")} for i in ids]
+    for i in ids:  # images are read only inside the dataset folder
+        shutil.copyfile(POSTERS / f"{i}.jpg", data / "posters" / f"{i}.jpg")
+    records = [{"item_id": i, "image": f"posters/{i}.jpg"} for i in ids]
     poster = Image.open(POSTERS / f"{ids[3]}.jpg").convert("RGB")
     poster.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(data / "flipped.jpg")
     poster.resize((poster.width * 2 // 3, poster.height * 2 // 3)).save(data / "small.png")

@@ -4,10 +4,14 @@ spent before the warm-up ends, warm-up in steps, and a finished run resumed with
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
+import pytest
 import torch
 
 from mscg.console import render
+from mscg.errors import DivergedError
 from mscg.training.loop import LoopConfig, _warmup_cosine, train_loop, warmup_steps
 from tests.helpers import build_tiny_pipeline, invoke, one_thread  # noqa: F401 (one_thread: a fixture)
 
@@ -88,3 +92,62 @@ def test_a_finished_run_continues_with_a_larger_budget(tmp_path):
     history = json.loads((pipe.work / "m" / "meta.json").read_text())["training"]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4] and history[:2] == before  # continued, not redone
     assert not (pipe.work / "emb" / "resume.pt").exists()  # not kept this time
+
+
+class Breaking(Linear):
+    """Linear whose loss turns NaN from its `at`-th call on (a run that diverges)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def forward(self, x):
+        self.calls += 1
+        loss = super().forward(x)
+        return loss * float("nan") if self.calls >= self.at else loss
+
+
+def test_a_non_finite_loss_stops_training_before_the_step(tmp_path):
+    """The step whose loss is NaN is never taken; the error names epoch and step and a lower --lr, and the
+    checkpoint of the last epoch (finite weights) stays for --resume. Validation never sees the broken model."""
+    validated = []
+    model = Breaking(at=6)  # 4 steps an epoch: step 6 is in epoch 2
+    config = LoopConfig(epochs=3, batch_size=8, lr=0.01, checkpoint_seconds=float("inf"))
+    events = train_loop(model, Points(), config, device=CPU, checkpoint_dir=tmp_path,
+                        validate=lambda core: validated.append(1) or {"ndcg@10": 0.5, "count": 1.0})
+    with pytest.raises(DivergedError, match=r"epoch 2, step 6 \(the loss is nan\).*lower --lr than 0.01 \(e.g. "
+                                            r"0.001\); add --resume to continue from its last checkpoint \(step 4\)"):
+        render(events, "test", quiet=True)
+    assert validated == [1] and all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    state = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert json.loads(state["state"])["step"] == 4
+
+
+def test_weights_that_overflow_are_caught_before_validation():
+    """A step that leaves non-finite weights (its loss was finite) stops the run at the epoch's end, before
+    validation could rank NaN scores."""
+    def spoil(core, step, total):
+        if step == 4:  # the epoch's last step
+            core.layer.weight.data[0, 0] = float("inf")
+
+    events = train_loop(Linear(), Points(), LoopConfig(epochs=2, batch_size=8, lr=0.01), device=CPU,
+                        validate=lambda core: pytest.fail("validated a broken model"), after_step=spoil)
+    with pytest.raises(DivergedError, match=r"epoch 1, step 4 \(the weights are no longer finite\)"):
+        render(events, "test", quiet=True)
+
+
+def test_resume_with_a_lower_peak_learning_rate(tmp_path):
+    """--lr may change on resume (a run that diverged continues with a lower one): the schedule goes on from
+    the same step at the new scale."""
+    config = LoopConfig(epochs=2, batch_size=8, lr=0.01)
+    render(train_loop(Linear(), Points(), config, device=CPU, checkpoint_dir=tmp_path), "test", quiet=True)
+    shutil.copy(tmp_path / "resume.pt", tmp_path / "after-2-epochs.pt")
+    last = {}
+    for lr in (0.01, 0.001):
+        shutil.copy(tmp_path / "after-2-epochs.pt", tmp_path / "resume.pt")
+        more = replace(config, epochs=3, lr=lr)
+        result = render(train_loop(Linear(), Points(), more, device=CPU, checkpoint_dir=tmp_path, resume=True),
+                        "test", quiet=True)
+        assert [h["epoch"] for h in result.history] == [1, 2, 3]
+        last[lr] = result.history[-1]["lr"]
+    assert last[0.01] == pytest.approx(10 * last[0.001])
