@@ -181,3 +181,25 @@ def bad_files(data: Path) -> list[dict]:
 
 def uint8_images(n: int = 3) -> list[torch.Tensor]:
     return [to_uint8_tensor(pattern_image(k, size=(40 + 7 * k, 56), seed=k)) for k in range(n)]
+
+
+class CaseContext:
+    """What a bad-input case sees: `tmp`, the fixtures by name (`pipe`, `data`, ...), requested on first use,
+    and whatever its setup stores; `fill` puts them into a command template."""
+
+    def __init__(self, request, tmp: Path):
+        self._request, self.tmp = request, tmp
+
+    def __getattr__(self, name: str):  # called only for names not yet set: a fixture
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = self._request.getfixturevalue(name)
+        setattr(self, name, value)
+        return value
+
+    def __getitem__(self, name: str):  # for str.format_map
+        return getattr(self, name)
+
+    def fill(self, template: str) -> str:
+        """'{pipe.codes}/meta.json' -> '/tmp/.../work/codes/meta.json'"""
+        return template.format_map(self)

@@ -29,6 +29,7 @@ from tests.conftest import synthetic_dataset, write_jsonl
 from tests.helpers import (
     TINY_GENERATOR,
     TINY_SASREC,
+    CaseContext,
     Evil,
     Pipeline,
     assert_refused,
@@ -68,26 +69,13 @@ def other_codes(pipe, tmp_path_factory) -> dict[str, Path]:
 
 # ---- the table ------------------------------------------------------------------------------------
 
-class Ctx:
+class Ctx(CaseContext):
     """What a case sees: `tmp`, `out`, `marker`, the fixtures by name (`pipe`, `data`, `other_codes`, ...),
     requested on first use, and whatever its setup stores (a setup may replace `data` or `pipe`)."""
 
     def __init__(self, request, tmp: Path):
-        self._request, self.tmp, self.marker = request, tmp, tmp / "PWNED"
-
-    def __getattr__(self, name: str):  # called only for names not yet set: a fixture
-        if name.startswith("_"):
-            raise AttributeError(name)
-        value = self._request.getfixturevalue(name)
-        setattr(self, name, value)
-        return value
-
-    def __getitem__(self, name: str):  # for str.format_map
-        return getattr(self, name)
-
-    def fill(self, template: str) -> str:
-        """'{pipe.codes}/meta.json' -> '/tmp/.../work/codes/meta.json'"""
-        return template.format_map(self)
+        super().__init__(request, tmp)
+        self.marker = tmp / "PWNED"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from mscg.artifacts.atomic import lock_path
 from tests.conftest import write_jsonl
 from tests.helpers import (
     TINY_GENERATOR,
+    CaseContext,
     Pipeline,
     assert_refused,
     build_tiny_pipeline,
@@ -104,13 +105,13 @@ def dino(tmp_path_factory) -> Path:
 
 # ---- the table ------------------------------------------------------------------------------------
 
-class Ctx:
+class Ctx(CaseContext):
     """What a case sees: `tmp`, `out`, `secret` (tmp/outside/secret.jpg, a readable image outside every folder
     a case names), `data` (a fresh `image_dataset`), and the fixtures by name (`pipe`, `dino`), requested on
     first use."""
 
     def __init__(self, request, tmp: Path):
-        self._request, self.tmp = request, tmp
+        super().__init__(request, tmp)
         (tmp / "outside").mkdir()
         self.secret = tmp / "outside" / "secret.jpg"
         pattern_image(3, seed=99).save(self.secret)
@@ -119,18 +120,6 @@ class Ctx:
         self.data = image_dataset(tmp)
         self.posters = tmp / "posters"
 
-    def __getattr__(self, name: str):  # called only for names not yet set: a fixture
-        if name.startswith("_"):
-            raise AttributeError(name)
-        value = self._request.getfixturevalue(name)
-        setattr(self, name, value)
-        return value
-
-    def __getitem__(self, name: str):  # for str.format_map
-        return getattr(self, name)
-
-    def fill(self, template: str) -> str:
-        return template.format_map(self)
 
 
 @dataclass(frozen=True)
