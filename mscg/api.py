@@ -25,6 +25,10 @@ from mscg.errors import DataError, UnknownItemError, UsageError
 
 FALLBACKS = ("none", "popular")
 DEFAULT_BATCH_SIZE = 256
+# What a model's scores are (`Model.score_kind`, "score_kind" in `mscg recommend` and `mscg serve` answers): they
+# compare within one answer, not across kinds. A fused score is a weighted sum of its parts' log-probabilities.
+SCORE_KINDS = {"mscg-generator": "log-probability", "sasrec": "inner-product", "fused": "fused"}
+POPULARITY = "popularity"  # a fallback answer: each item's count in the training data
 
 
 def item_key(value) -> str | None:
@@ -52,11 +56,12 @@ def history_rows(values: Iterable, index: dict[str, int]) -> tuple[list[int], li
     return rows, unknown
 
 
-def load(path: str | Path, device: str = "cpu", *, beam_size: int | None = None, codes: str | Path | None = None,
+def load(path: str | Path, device: str = "auto", *, beam_size: int | None = None, codes: str | Path | None = None,
          verify: bool = True) -> Model:
-    """The model in directory `path` (from `mscg train` or `mscg collab --model-out`), on `device` (cpu, cuda,
-    cuda:N or auto). A generator uses the codes inside its directory unless `codes` names others; `verify`
-    refuses codes whose SHA-256 differs from the one its meta.json records."""
+    """The model in directory `path` (from `mscg train`, `mscg collab --model-out` or `mscg fuse`), on `device`
+    (auto, the default as in the CLI: the GPU when present; or cpu, cuda, cuda:N). A generator uses the codes
+    inside its directory unless `codes` names others; `verify` refuses codes whose SHA-256 differs from the one its
+    meta.json records."""
     from mscg.recommenders import load_recommender
     from mscg.training.distributed import resolve_device
 
@@ -66,12 +71,14 @@ def load(path: str | Path, device: str = "cpu", *, beam_size: int | None = None,
 
 
 class Model:
-    """A loaded recommender over item ids. `kind`: "mscg-generator" or "sasrec"; `item_ids`: the catalogue."""
+    """A loaded recommender over item ids. `kind`: "mscg-generator", "sasrec" or "fused"; `item_ids`: the catalogue;
+    `score_kind`: what its scores are ("log-probability", "inner-product" or "fused"; see SCORE_KINDS)."""
 
     def __init__(self, recommender, path: Path):
         self.recommender = recommender
         self.path = Path(path)
         self.kind: str = recommender.kind
+        self.score_kind: str = SCORE_KINDS[self.kind]
         self.item_ids: list[str] = list(recommender.item_ids)
         self.index: dict[str, int] = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self._counts: np.ndarray | None = None
@@ -87,7 +94,8 @@ class Model:
     def recommend(self, history_item_ids: Iterable[str], k: int = 10, *, exclude_history: bool = True,
                   skip_unknown: bool = False, fallback: str = "none") -> list[tuple[str, float]]:
         """The k best next items for one history (oldest first) as (item_id, score), best first. Scores are
-        log-probabilities (generator) or inner products (SASRec); fewer than k items when fewer remain."""
+        `score_kind`: log-probabilities (generator), inner products (SASRec) or fused log-probabilities; training
+        counts for a fallback (`popular`); fewer than k items when fewer remain."""
         return self.recommend_batch([history_item_ids], k, exclude_history=exclude_history,
                                     skip_unknown=skip_unknown, fallback=fallback)[0]
 

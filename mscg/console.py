@@ -30,6 +30,11 @@ def info(message: str) -> None:
         stderr.print(message, soft_wrap=True, markup=False)
 
 
+def plural(n: int, noun: str) -> str:
+    """"1 user", "2 users" (with thousands separators)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def warn(message: str) -> None:
     stderr.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
 

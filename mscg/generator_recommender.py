@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from mscg.artifacts.codes import Codes, load_codes
-from mscg.artifacts.configcheck import check_config, check_item_ids, check_weights
-from mscg.artifacts.meta import verify_input
+from mscg.artifacts.configcheck import check_config, check_weights
+from mscg.artifacts.meta import check_item_ids, verify_input
 from mscg.artifacts.modeldir import load_item_keys, load_weights
 from mscg.data.batching import seen_items
 from mscg.data.items import FolderPaths

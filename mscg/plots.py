@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from mscg.artifacts.evaluations import entry, read_runs
 from mscg.errors import DataError, UsageError
 
 WHAT = "a model, quantizer or codes folder, or evaluation files (`mscg evaluate -o`, `mscg compare -o`)"
@@ -37,15 +38,7 @@ def plot_png(inputs: list[str]) -> tuple[str, bytes]:
             raise UsageError(f"{folders[0]} is a folder: mscg plot draws one model or codes folder at a time, or "
                              "several evaluation files; pass it alone")
         return _folder(folders[0])
-    return "metrics", metrics_png(read_runs(inputs))
-
-
-def entry(text: str) -> tuple[str | None, Path]:
-    """(NAME, PATH) of NAME=PATH (as `mscg compare` takes them), or (None, PATH)."""
-    name, sep, rest = text.partition("=")
-    if sep and name and not Path(text).exists():
-        return name, Path(rest)
-    return None, Path(text)
+    return "metrics", metrics_png(read_runs(inputs, fix="pass those, or one model or codes folder"))
 
 
 def _folder(path: Path) -> tuple[str, bytes]:
@@ -81,33 +74,6 @@ def _folder(path: Path) -> tuple[str, bytes]:
         raise DataError(f"{log} holds no records; retrain {path}, or pass an evaluation file")
     title = f"{path.name}: {meta.get('model_type') or meta.get('method') or kind}"
     return "training", training_png(rows, title)
-
-
-def read_runs(inputs: list[str]) -> dict[str, dict[str, Any]]:
-    """{run name: metrics} from evaluate outputs (named NAME= or by file stem) and compare outputs."""
-    from mscg.artifacts.meta import read_json
-    from mscg.commands.compare import check_metrics
-
-    runs: dict[str, dict[str, Any]] = {}
-    for text in inputs:
-        name, path = entry(text)
-        try:
-            obj = read_json(path, f"pass {WHAT}")
-        except DataError:
-            raise DataError(f"{path} is not a JSON file, so neither an evaluation nor a comparison; pass "
-                            f"{WHAT}") from None
-        if isinstance(obj, dict) and "users" in obj:
-            found = {name or path.stem: check_metrics(str(path), obj)}
-        elif isinstance(obj, dict) and obj and all(isinstance(v, dict) and "users" in v for v in obj.values()):
-            found = {(f"{name}/{k}" if name else k): check_metrics(f"{path} ({k})", v) for k, v in obj.items()}
-        else:
-            raise DataError(f"{path} is neither an evaluation (`mscg evaluate -o`) nor a comparison (`mscg compare "
-                            "-o`) file; pass those, or one model or codes folder")
-        for key, metrics in found.items():
-            if key in runs:
-                raise UsageError(f"two runs are named {key!r} ({path}); name them, e.g. a={path}")
-            runs[key] = metrics
-    return runs
 
 
 # ---- drawing ----------------------------------------------------------------------------------------

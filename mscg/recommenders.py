@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mscg.artifacts.configcheck import check_config, check_item_ids, check_weights
+from mscg.artifacts.configcheck import check_config, check_weights
+from mscg.artifacts.meta import check_item_ids
 from mscg.artifacts.modeldir import load_weights, read_model_dir
 from mscg.data.batching import left_pad, seen_items
 from mscg.errors import DataError

@@ -3,13 +3,14 @@ is the reference; in short:
 
     GET  /health     -> {"status": "ok", "kind", "items", "k", "model", "version"}
     POST /recommend  {"history": [item_id, ...], "k": 10, "include_history": false}
-                     -> {"items": [item_id, ...], "scores": [...]}
+                     -> {"items": [item_id, ...], "scores": [...], "score_kind": "log-probability"}
                      {"users": [{"user_id": ..., "history": [...]}, ...], "k": ...}
-                     -> {"users": [{"user_id", "items", "scores"}, ...]}
+                     -> {"users": [{"user_id", "items", "scores", "score_kind"}, ...]}
 
 Optional fields: "skip_unknown" (drop history items the model does not know) and "fallback": "popular" (a
 history with no known item gets the items most often in training; its answer is marked "fallback": "popular").
-Ids are strings or integers (an integer is read as its decimal string). Scores are rounded to 6 decimals.
+Ids are strings or integers (an integer is read as its decimal string). Scores are rounded to 6 decimals; "score_kind"
+says what they are (`mscg.api.SCORE_KINDS`, or "popularity" for a fallback answer).
 
 Every error is {"error": "one line naming the field and the fix"}: 400 for a body the client can fix, 404 for
 an unknown path, 405 for a method a path does not take, 413 for a body over MAX_BODY_BYTES, 500 for an internal
@@ -62,7 +63,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from mscg import __version__
-from mscg.api import DEFAULT_BATCH_SIZE, Model, item_key
+from mscg.api import DEFAULT_BATCH_SIZE, POPULARITY, Model, item_key
 from mscg.errors import MscgError
 
 MAX_BODY_BYTES = 16 * 2**20
@@ -142,8 +143,10 @@ class RecommendRequest(BaseModel):
 
 class Recommendation(BaseModel):
     items: list[str] = Field(description="Item ids, best first (fewer than k when fewer remain).")
-    scores: list[float] = Field(description="Their scores: log-probabilities (generator) or inner products "
-                                            "(SASRec); training counts for a fallback answer.")
+    scores: list[float] = Field(description="Their scores, best first, of the kind score_kind names.")
+    score_kind: Literal["log-probability", "inner-product", "fused", "popularity"] = Field(
+        description="What the scores are: log-probabilities (generator), inner products (SASRec), a weighted sum of "
+                    "log-probabilities (fused), or training counts (popularity: a fallback answer).")
     fallback: Literal["popular"] | None = Field(None, description="Present when the history had no known item.")
 
 
@@ -293,11 +296,13 @@ def prepare(model: Model, raw: bytes, default_k: int) -> Prepared:
     return Prepared(user_ids, dense, k, request.include_history, request.fallback == "popular")
 
 
-def encode(prepared: Prepared, ranked: list[tuple[list[tuple[int, float]], bool]], item_ids: list[str]) -> bytes:
+def encode(prepared: Prepared, ranked: list[tuple[list[tuple[int, float]], bool]], item_ids: list[str],
+           score_kind: str) -> bytes:
     """The JSON answer; ValueError for a score that is not a finite number (JSON has none)."""
     answers = []
     for recs, popular in ranked:
-        one = {"items": [item_ids[i] for i, _ in recs], "scores": [round(s, 6) for _, s in recs]}
+        one = {"items": [item_ids[i] for i, _ in recs], "scores": [round(s, 6) for _, s in recs],
+               "score_kind": POPULARITY if popular else score_kind}
         if not all(map(math.isfinite, one["scores"])):
             raise ValueError("the model gave a score that is not a finite number")
         if popular:
@@ -512,7 +517,7 @@ def make_app(model: Model, default_k: int, *, on_error: Callable[[str], None] | 
                   "schema": {"$ref": "#/components/schemas/RecommendRequest"}}}}})
     async def recommend(request: Request):
         """Body: `history` (one user) or `users` (a batch); `k`, `include_history`, `skip_unknown` and
-        `fallback` are optional. The answer has the same shape: `items` and `scores` (per user)."""
+        `fallback` are optional. The answer has the same shape: `items`, `scores` and `score_kind` (per user)."""
         try:
             raw = await read_body(request)
             large = len(raw) > INLINE_BODY_BYTES
@@ -520,8 +525,8 @@ def make_app(model: Model, default_k: int, *, on_error: Callable[[str], None] | 
                 prepare(model, raw, default_k)
             ranked = await batcher.rank(prepared)
             big = large or sum(len(r) for r, _ in ranked) > 10_000
-            data = await run_in_threadpool(encode, prepared, ranked, model.item_ids) if big else \
-                encode(prepared, ranked, model.item_ids)
+            data = await run_in_threadpool(encode, prepared, ranked, model.item_ids, model.score_kind) if big else \
+                encode(prepared, ranked, model.item_ids, model.score_kind)
         except BadRequest as e:
             return error_response(400, str(e))
         except ClientDisconnect:  # gone before its body was all sent: nobody to answer, nothing to tell

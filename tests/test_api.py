@@ -127,3 +127,21 @@ def test_load_refuses_what_the_cli_refuses(pipe, tmp_path):
         mscg.load(tmp_path / "nope")
     with pytest.raises(DataError, match="is a codes directory, but a model directory is expected"):
         mscg.load(pipe.codes)
+
+
+def test_load_defaults_to_the_cli_device(pipe):
+    """`mscg.load(MODEL)` picks the device as the CLI's --device does by default: auto (the GPU when present)."""
+    import inspect
+
+    import mscg.api
+    from mscg.training.distributed import resolve_device
+
+    for load in (mscg.load, mscg.api.load):
+        assert inspect.signature(load).parameters["device"].default == "auto"
+    assert mscg.load(pipe.sasrec).recommender.device == resolve_device("auto")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_score_kind_names_what_the_scores_are(models, name):
+    """As each line of `mscg recommend` and each answer of `mscg serve` says it ("score_kind")."""
+    assert models[name].score_kind == {"generator": "log-probability", "sasrec": "inner-product"}[name]

@@ -98,19 +98,18 @@ def write_json(path: Path, obj: Any) -> None:
     Path(path).write_text(text + "\n", encoding="utf-8")
 
 
-def read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str, *, fix: str = "re-create it with the stage that made it") -> Any:
+    """The JSON in `path`; a DataError ends with `what` (to do) for a missing file, else with `fix`."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path} is missing; {what}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON ({e}); re-create it with the stage that made it") from None
+        raise DataError(f"{path} is not valid JSON ({e}); {fix}") from None
     except RecursionError:
-        raise DataError(f"{path} nests too deeply to be an mscg file; re-create it with the stage that "
-                        "made it") from None
+        raise DataError(f"{path} nests too deeply to be an mscg file; {fix}") from None
     except ValueError as e:  # an integer of thousands of digits
-        raise DataError(f"{path} is not an mscg file ({str(e).splitlines()[0][:120]}); re-create it with the stage "
-                        "that made it") from None
+        raise DataError(f"{path} is not an mscg file ({str(e).splitlines()[0][:120]}); {fix}") from None
 
 
 def recorded_digest(meta: dict[str, Any], name: str) -> str | None:
@@ -186,3 +185,15 @@ def read_meta(path: Path, kind: str, flag: str) -> dict[str, Any]:
 
 def new_meta(kind: str, **fields: Any) -> dict[str, Any]:
     return {"kind": kind, "schema_version": SCHEMA_VERSIONS[kind], **fields}
+
+
+def check_item_ids(path: Path, meta: dict[str, Any], n_items: int | None = None) -> list[str]:
+    """meta.json's item_ids: distinct strings (as many as the model's items, when it has a count). No torch: `mscg
+    recommend` checks its input against them before it loads the model."""
+    ids = meta.get("item_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
+        raise DataError(f"{path}/{META_FILE}: item_ids must be a list of distinct strings; re-create the directory")
+    if n_items is not None and len(ids) != n_items:
+        raise DataError(f"{path}/{META_FILE} lists {len(ids):,} item ids but {path}/config.json has n_items "
+                        f"{n_items:,}; re-create the directory")
+    return ids

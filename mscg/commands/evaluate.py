@@ -33,7 +33,7 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
              by_popularity: bool = False, exclude_history: bool = False, verify: bool = True,
              fmt: str = "json") -> EvalResult:
     """`output` "-" writes the result to stdout; `fmt` is what is written: json (the metrics), csv or md (the
-    metrics table)."""
+    metrics table; without `output` onto stdout)."""
     import numpy as np
     import torch
 
@@ -47,7 +47,7 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
         raise UsageError(f"--split {split!r} must be test or valid")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    check_format(fmt, output)
+    output = resolve_format(fmt, output)
     # never write into an input, nor into what the model was made from (a generator's codes)
     inputs = [Path(data), Path(model_path), *meta_inputs(model_path)] + ([Path(codes)] if codes is not None else [])
     if output is not None and not is_stdout(output):
@@ -116,11 +116,14 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
 FORMATS = ("json", "csv", "md")
 
 
-def check_format(fmt: str, output: Path | str | None) -> None:
+def resolve_format(fmt: str, output: Path | str | None) -> Path | str | None:
+    """Where the result goes: `output`; for a table format (csv, md) given without one, stdout ("-"), so that
+    `--format md` alone prints the table (and the table for people goes to stderr, as with `-o -`)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r} must be one of: {', '.join(FORMATS)}")
     if fmt != "json" and output is None:
-        raise UsageError(f"--format {fmt} is the format of the -o output; add -o FILE, or -o - for stdout")
+        return "-"
+    return output
 
 
 def _table_keys(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -225,7 +228,7 @@ def memory_line(metrics: dict[str, Any]) -> str:
 
 
 FormatOpt = Annotated[str, typer.Option("--format", help="What -o writes: json (the metrics), csv or md (the "
-                                        "metrics table).")]
+                                        "metrics table; without -o onto stdout).")]
 
 
 @user_errors
@@ -266,8 +269,9 @@ def evaluate_cli(
 
       mscg evaluate work/sasrec -d data/ml-100k --split valid --by-popularity
 
-      mscg evaluate work/sasrec -d data/ml-100k -o - --format csv > eval.csv
+      mscg evaluate work/sasrec -d data/ml-100k --format csv > eval.csv
     """
+    output = resolve_format(fmt, output)  # --format csv|md without -o: the table onto stdout
     r = evaluate(model, data, codes=codes, split=split, beam_size=beam_size, ks=parse_ks(ks), batch_size=batch_size,
                  device=device, output=output, force=force, by_popularity=by_popularity,
                  exclude_history=exclude_history, verify=not no_verify, fmt=fmt)

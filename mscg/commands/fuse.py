@@ -18,8 +18,26 @@ class FuseResult:
     weights: list[float]  # one per part, the generator's first
     chosen: bool  # chosen on validation (not given)
     parts: list[str] = field(default_factory=list)  # "generator", then each dense scorer's kind
+    ranked_by: list[str] = field(default_factory=list)  # the parts with a weight above 0: what the model ranks by
     validation: list[dict[str, Any]] = field(default_factory=list)
     users: int = 0
+
+
+PART_NAMES = {"generator": "the generator", "sasrec": "SASRec", "head": "the dense head"}
+
+
+def weighting_text(parts: list[str], weights: list[float], how: str) -> str:
+    """The weights in words, saying plainly which parts get none: "weights 0 on the generator, 1 on SASRec (best on
+    validation): the fused model ranks by SASRec alone"."""
+    shown = ", ".join(f"{w:g} on {PART_NAMES[p]}" for p, w in zip(parts, weights))
+    text = f"weights {shown} ({how})"
+    used = [PART_NAMES[p] for p, w in zip(parts, weights) if w > 0]
+    unused = [PART_NAMES[p] for p, w in zip(parts, weights) if w <= 0]
+    if len(used) == 1:
+        return f"{text}: the fused model ranks by {used[0]} alone"
+    if unused:
+        return f"{text}: {' and '.join(unused)} gets no weight; the fused model ranks by {' and '.join(used)}"
+    return text
 
 
 def copy_model_dir(source: Path, dest: Path) -> None:
@@ -120,8 +138,10 @@ def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weigh
     else:
         final = [weight, round(1 - weight, 10)] if weight is not None else list(weights)
     gen_meta = loaded[0].meta
+    parts = ["generator", *kinds]
+    ranked_by = [part for part, w in zip(parts, final) if w > 0]  # with one part: that part's ranking, no fusion
     meta_fields: dict[str, Any] = {
-        "item_ids": list(fused.item_ids), "weight_chosen_on": "valid" if chosen else "given",
+        "item_ids": list(fused.item_ids), "weight_chosen_on": "valid" if chosen else "given", "ranked_by": ranked_by,
         "validation": validation, "valid_users": len(users),
         "provenance": provenance({"generator": Path(generator), **({"dense": Path(dense)} if dense else {}),
                                   "interactions": ds.interactions_path, "items": ds.items_path}, seed),
@@ -139,7 +159,7 @@ def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weigh
             copy_model_dir(dense, tmp / DENSE_DIR)
         write_json(tmp / CONFIG_FILE, config)
         write_json(tmp / "meta.json", new_meta("model", model_type="fused", **meta_fields))
-    return FuseResult(weights=[float(w) for w in final], chosen=chosen, parts=["generator", *kinds],
+    return FuseResult(weights=[float(w) for w in final], chosen=chosen, parts=parts, ranked_by=ranked_by,
                       validation=validation, users=len(users))
 
 
@@ -186,7 +206,8 @@ def fuse_cli(
     log-probability + (1 - weight) * dense log-probability. The dense scorer is a SASRec model (DENSE) and/or the
     generator's own dense head (--dense-head, the default without DENSE; trained with `train --dense-content`, it
     scores items by content, so new items can be recommended); with both, one weight each (--weights). The
-    weights are chosen on the validation split unless given.
+    weights are chosen on the validation split unless given. A part given weight 0 is left out: with one part left
+    the model ranks as that part alone (fuse says so; meta.json's ranked_by lists the parts it ranks by).
 
     Writes OUTPUT, a model directory holding copies of the models; `evaluate`, `recommend`, `serve` and
     `mscg.load` use it like any model (metrics name it model_type "fused"). With the head, the generator and
@@ -207,11 +228,9 @@ def fuse_cli(
              force=force, verify=not no_verify)
     if len(r.parts) == 2:
         cells = ", ".join(f"{row['weight']:g}: {row['ndcg@10']:.4f}" for row in r.validation)
-        info(f"validation NDCG@10 by weight on {r.users:,} users ({cells})")
-        info(f"wrote {output}: weight {r.weights[0]:g} " + ("(best on validation)" if r.chosen else "(given)"))
+        info(f"validation NDCG@10 by the generator's weight on {r.users:,} users ({cells})")
     else:
         best = sorted(r.validation, key=lambda row: -row["ndcg@10"])[:3]
         cells = ", ".join(f"{'/'.join(f'{w:g}' for w in row['weights'])}: {row['ndcg@10']:.4f}" for row in best)
         info(f"validation NDCG@10 of {len(r.validation)} weightings on {r.users:,} users, best: {cells}")
-        shown = ", ".join(f"{part} {w:g}" for part, w in zip(r.parts, r.weights))
-        info(f"wrote {output}: weights {shown} " + ("(best on validation)" if r.chosen else "(given)"))
+    info(f"wrote {output}: {weighting_text(r.parts, r.weights, 'best on validation' if r.chosen else 'given')}")

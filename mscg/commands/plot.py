@@ -17,7 +17,8 @@ from mscg.errors import UsageError
 def plot(inputs: list[str], output: Path | str, *, force: bool = False) -> str:
     """Draw `inputs` (one model/quantizer/codes folder, or evaluation files) into the PNG `output` ("-":
     stdout); returns what was drawn ("training", "codes" or "metrics")."""
-    from mscg.plots import entry, plot_png
+    from mscg.artifacts.evaluations import entry
+    from mscg.plots import plot_png
 
     if not is_stdout(output) and Path(output).suffix.lower() != ".png":
         raise UsageError(f"--output {output}: mscg plot writes PNG images; name it *.png (or - for stdout)")

@@ -81,9 +81,9 @@ def serve_cli(
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn): POST /recommend with {"history": \\[item_id, ...],
-    "k": 10} (or {"users": \\[{"user_id": ..., "history": \\[...]}, ...]}) answers {"items", "scores"}, history
-    items left out unless "include_history": true; GET /health describes the model; GET /docs (and
-    /openapi.json) documents the API. Every error is {"error": ...}: 400 for a bad request, 404, 405, 413 for
+    "k": 10} (or {"users": \\[{"user_id": ..., "history": \\[...]}, ...]}) answers {"items", "scores",
+    "score_kind"}, history items left out unless "include_history": true; GET /health describes the model; GET
+    /docs (and /openapi.json) documents the API. Every error is {"error": ...}: 400 for a bad request, 404, 405, 413 for
     a body over 16 MiB. Concurrent requests are ranked together (micro-batching) in one model thread. The
     model is loaded once; Ctrl-C or SIGTERM stops the server.
 

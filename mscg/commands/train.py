@@ -130,9 +130,10 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
     def announce(found: dict) -> None:
         setup.update(found)
         if dist.is_main():
-            what = (f"{found['targets']:,} targets in {found['samples']:,} windows "
-                    f"({found['samples_per_step']} windows a step)" if config.samples == "window"
-                    else f"{found['samples']:,} samples")
+            windows, per_step = found["samples"], found["samples_per_step"]
+            what = (f"{found['targets']:,} targets in {windows:,} windows "
+                    + ("(all in one step)" if per_step >= windows else f"({per_step:,} windows a step)")
+                    if config.samples == "window" else f"{found['samples']:,} samples")
             info(f"train: {what}, {found['parameters'] / 1e6:.2f}M parameters, inputs "
                  f"{'+'.join(config.modalities)} -> {config.decode_modality} codes, constraint {config.constraint}, "
                  + (f"a dense head over {', '.join(k.removeprefix('dense_content_') for k in content_inputs)}, "

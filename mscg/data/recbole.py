@@ -9,10 +9,11 @@ user is that user's whole sequence (file order = time order), optional `NAME.tex
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +26,14 @@ RECBOLE_PREFIX = "recbole:"
 @dataclass
 class Converted:
     items: list[dict]  # items.jsonl records, in order
-    interactions: list[dict]  # interactions.jsonl records, in order
+    interactions: Sequence[dict]  # interactions.jsonl records, in order (the raw readers: an InteractionTable)
     format: str
-    ratings: list[float] | None = None  # one per interaction, when asked for and the source has them
+    ratings: Sequence[float] | None = None  # one per interaction, when asked for and the source has them
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the conversion left out or kept without text
 
 
 def resolve_source(source: str) -> Path:
-    """A directory, or `recbole:NAME` for a dataset shipped inside the recbole wheel (e.g. ml-100k)."""
+    """A directory or a file, or `recbole:NAME` for a dataset shipped inside the recbole wheel (e.g. ml-100k)."""
     if source.startswith(RECBOLE_PREFIX):
         name = source[len(RECBOLE_PREFIX):]
         try:
@@ -44,8 +46,9 @@ def resolve_source(source: str) -> Path:
             raise UsageError(f"the recbole wheel ships no dataset {name!r}; choose one of: {', '.join(shipped)}")
         return path
     path = Path(source)
-    if not path.is_dir():
-        raise UsageError(f"{source} is not a directory; pass the folder holding the RecBole files or recbole:ml-100k")
+    if not path.exists():
+        raise UsageError(f"{source} does not exist; pass a folder of RecBole, MovieLens or Amazon files, a reviews "
+                         "or ratings file, or recbole:ml-100k")
     return path
 
 

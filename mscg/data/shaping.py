@@ -14,14 +14,17 @@ import os
 import random
 import shutil
 import stat
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
+
 from mscg.data.interactions import INTERACTIONS_FILE, load_interactions
 from mscg.data.items import ITEMS_FILE, load_catalogue
-from mscg.data.jsonl import field_number, read_jsonl
+from mscg.data.jsonl import field_number, jsonl_file, read_jsonl
+from mscg.data.raw import InteractionTable
 from mscg.data.recbole import Converted
 from mscg.errors import DataError, UsageError
 
@@ -42,92 +45,138 @@ class Step:
 @dataclass
 class Shaped:
     items: list[dict]
-    interactions: list[dict]
+    interactions: Sequence[dict]  # a list of records, or (from the raw readers) an InteractionTable
     steps: list[Step] = field(default_factory=list)
     unused_items: int = 0  # catalogue items that had no interaction to begin with (dropped when filtering)
+    users: int = 0  # distinct users of `interactions`
 
 
 # ---- the filters: each takes interaction records and returns those it keeps, in order ------------------
+# They work on integer codes (one per user, one per item) and row numbers, so that a table of millions of
+# interactions is filtered without a Python object per interaction; the functions on records wrap them.
 
-def filter_rating(interactions: list[dict], ratings: list[float], min_rating: float) -> list[dict]:
+def filter_rating(interactions: list[dict], ratings: Sequence[float], min_rating: float) -> list[dict]:
     """The interactions rated at least `min_rating`."""
     assert len(ratings) == len(interactions)
-    return [r for r, rating in zip(interactions, ratings, strict=True) if rating >= min_rating]
+    return _records(interactions, _rating_rows(ratings, np.arange(len(interactions)), min_rating))
 
 
 def sample_users(interactions: list[dict], n: int, seed: int) -> list[dict]:
     """The interactions of `n` users drawn at random with `seed` (all of them when there are no more than `n`)."""
-    users = list(dict.fromkeys(r["user_id"] for r in interactions))  # first-appearance order: seeded = stable
-    if n >= len(users):
-        return interactions
-    chosen = set(random.Random(seed).sample(users, n))
-    return [r for r in interactions if r["user_id"] in chosen]
+    user, _, _ = _codes(interactions)
+    return _records(interactions, _sample_rows(user, np.arange(len(user)), n, seed))
 
 
 def k_core(interactions: list[dict], min_user: int, min_item: int) -> tuple[list[dict], int]:
     """(kept, rounds): drop the interactions of users with fewer than `min_user` interactions and of items with
     fewer than `min_item`, and repeat (a dropped item can take a user below `min_user`, and so on) until every
     user and item left has enough. Repeats of a (user, item) pair count."""
+    user, item, _ = _codes(interactions)
+    rows, rounds = _k_core_rows(user, item, np.arange(len(user)), min_user, min_item)
+    return _records(interactions, rows), rounds
+
+
+def _records(interactions: list[dict], rows: np.ndarray) -> list[dict]:
+    return [interactions[i] for i in rows.tolist()]
+
+
+def _codes(interactions: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(user codes, item codes, item ids by code): codes number the ids in order of first appearance."""
+    if isinstance(interactions, InteractionTable):
+        assert interactions.rows is None, "filter the whole table"
+        return interactions.user, interactions.item, interactions.item_ids
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
+    n = len(interactions)
+    user = np.fromiter((users.setdefault(r["user_id"], len(users)) for r in interactions), np.int64, n)
+    item = np.fromiter((items.setdefault(r["item_id"], len(items)) for r in interactions), np.int64, n)
+    return user, item, list(items)
+
+
+def _rating_rows(ratings: Sequence[float], rows: np.ndarray, min_rating: float) -> np.ndarray:
+    return rows[np.asarray(ratings, dtype=np.float64)[rows] >= min_rating]
+
+
+def _sample_rows(user: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    codes = user[rows]
+    first, at = np.unique(codes, return_index=True)
+    users = first[np.argsort(at)].tolist()  # first-appearance order: seeded = stable
+    if n >= len(users):
+        return rows
+    chosen = np.zeros(int(first[-1]) + 1, dtype=bool)
+    chosen[random.Random(seed).sample(users, n)] = True
+    return rows[chosen[codes]]
+
+
+def _k_core_rows(user: np.ndarray, item: np.ndarray, rows: np.ndarray, min_user: int, min_item: int
+                 ) -> tuple[np.ndarray, int]:
     rounds = 0
     while True:
-        per_user = Counter(r["user_id"] for r in interactions)
-        per_item = Counter(r["item_id"] for r in interactions)
-        kept = [r for r in interactions if per_user[r["user_id"]] >= min_user and per_item[r["item_id"]] >= min_item]
-        if len(kept) == len(interactions):
-            return kept, rounds
-        interactions, rounds = kept, rounds + 1
+        u, i = user[rows], item[rows]
+        keep = (np.bincount(u)[u] >= min_user) & (np.bincount(i)[i] >= min_item)
+        if keep.all():
+            return rows, rounds
+        rows, rounds = rows[keep], rounds + 1
 
 
-def _removed(name: str, before: list[dict], after: list[dict], note: str = "") -> Step:
-    def count(records, key):
-        return len({r[key] for r in records})
+def _distinct(codes: np.ndarray) -> int:
+    return int(np.count_nonzero(np.bincount(codes))) if len(codes) else 0
 
-    return Step(name, count(before, "user_id") - count(after, "user_id"),
-                count(before, "item_id") - count(after, "item_id"), len(before) - len(after), note)
+
+def _removed(name: str, user: np.ndarray, item: np.ndarray, before: np.ndarray, after: np.ndarray,
+             note: str = "") -> Step:
+    return Step(name, _distinct(user[before]) - _distinct(user[after]),
+                _distinct(item[before]) - _distinct(item[after]), len(before) - len(after), note)
 
 
 def shape(converted: Converted, *, min_rating: float | None = None, n_users: int | None = None, seed: int = 0,
           min_user_interactions: int | None = None, min_item_interactions: int | None = None) -> Shaped:
     """Apply the filters that are given, in the documented order; without any, the records as they are."""
     interactions = converted.interactions
+    user, item, item_ids = _codes(interactions)
+    rows = np.arange(len(user))
     steps = []
     if min_rating is not None:
         assert converted.ratings is not None, "read the source with ratings"
-        kept = filter_rating(interactions, converted.ratings, min_rating)
-        steps.append(_removed(f"--min-rating {min_rating:g}", interactions, kept))
-        interactions = kept
+        kept = _rating_rows(converted.ratings, rows, min_rating)
+        steps.append(_removed(f"--min-rating {min_rating:g}", user, item, rows, kept))
+        rows = kept
     if n_users is not None:
-        kept = sample_users(interactions, n_users, seed)
-        available = len({r["user_id"] for r in interactions})
+        kept = _sample_rows(user, rows, n_users, seed)
+        available = _distinct(user[rows])
         note = f"only {available:,} users to draw from: all kept" if available <= n_users else ""
-        steps.append(_removed(f"--sample-users {n_users} --seed {seed}", interactions, kept, note))
-        interactions = kept
+        steps.append(_removed(f"--sample-users {n_users} --seed {seed}", user, item, rows, kept, note))
+        rows = kept
     if min_user_interactions is not None or min_item_interactions is not None:
-        kept, rounds = k_core(interactions, min_user_interactions or 1, min_item_interactions or 1)
+        kept, rounds = _k_core_rows(user, item, rows, min_user_interactions or 1, min_item_interactions or 1)
         name = " ".join(f"{flag} {n}" for flag, n in (("--min-user-interactions", min_user_interactions),
                                                        ("--min-item-interactions", min_item_interactions)) if n)
-        steps.append(_removed(name, interactions, kept, f"k-core, {rounds} round{'s' * (rounds != 1)} of drops"))
-        interactions = kept
+        steps.append(_removed(name, user, item, rows, kept, f"k-core, {rounds} round{'s' * (rounds != 1)} of drops"))
+        rows = kept
     if not steps:
-        return Shaped(converted.items, interactions)
-    if not interactions:
-        raise UsageError(f"{'; '.join(s.name for s in steps)} leave no interaction; loosen the filters")
-    interacted = {r["item_id"] for r in interactions}
-    had = {r["item_id"] for r in converted.interactions}
-    return Shaped([r for r in converted.items if r["item_id"] in interacted], interactions, steps,
-                  unused_items=sum(r["item_id"] not in had for r in converted.items))
+        return Shaped(converted.items, interactions, users=_distinct(user))
+    if not len(rows):
+        raise UsageError(f"no interaction is left after {', then '.join(s.name for s in steps)}; loosen the "
+                         "filters")
+    interacted = set(np.asarray(item_ids, dtype=object)[np.unique(item[rows])].tolist())
+    had = set(item_ids)
+    kept_records = (interactions.select(rows) if isinstance(interactions, InteractionTable)
+                    else _records(interactions, rows))
+    return Shaped([r for r in converted.items if r["item_id"] in interacted], kept_records, steps,
+                  unused_items=sum(r["item_id"] not in had for r in converted.items), users=_distinct(user[rows]))
 
 
 # ---- an mscg dataset folder as a source ---------------------------------------------------------------
 
 def is_mscg_dataset(folder: Path) -> bool:
-    return (folder / ITEMS_FILE).is_file() and (folder / INTERACTIONS_FILE).is_file()
+    """FOLDER holds items.jsonl and interactions.jsonl (each plain or gzip-compressed: `.jsonl.gz`)."""
+    return folder.is_dir() and all(jsonl_file(folder, name).is_file() for name in (ITEMS_FILE, INTERACTIONS_FILE))
 
 
 def read_mscg_dataset(folder: Path, *, ratings: bool = False) -> tuple[Converted, dict[str, Path]]:
     """(records, {item_id: image file}) of an mscg dataset folder, every field of every record kept.
     `ratings`: also read each interaction's number `rating` (for --min-rating)."""
-    items_path, inter_path = folder / ITEMS_FILE, folder / INTERACTIONS_FILE
+    items_path, inter_path = jsonl_file(folder, ITEMS_FILE), jsonl_file(folder, INTERACTIONS_FILE)
     catalogue = load_catalogue(items_path)  # both files checked line by line, with the readers' messages
     load_interactions(inter_path, catalogue)
     items = [obj for _, obj in read_jsonl(items_path)]

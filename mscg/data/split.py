@@ -14,6 +14,7 @@ import numpy as np
 
 from mscg.data.interactions import INTERACTIONS_FILE, Interactions, load_interactions
 from mscg.data.items import ITEMS_FILE, Catalogue, load_catalogue
+from mscg.data.jsonl import jsonl_file
 from mscg.errors import DataError
 
 MIN_INTERACTIONS = 3
@@ -85,11 +86,12 @@ class Dataset:
 
 
 def dataset_files(data_dir: Path) -> tuple[Path, Path]:
+    """DATA/items.jsonl and DATA/interactions.jsonl, each of them or its gzip-compressed `.jsonl.gz`."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"--data {data_dir} is not a directory; pass the folder holding {ITEMS_FILE} and "
                         f"{INTERACTIONS_FILE} (`mscg prepare` makes one)")
-    return data_dir / ITEMS_FILE, data_dir / INTERACTIONS_FILE
+    return jsonl_file(data_dir, ITEMS_FILE), jsonl_file(data_dir, INTERACTIONS_FILE)
 
 
 def load_dataset(data_dir: Path) -> Dataset:

@@ -650,8 +650,8 @@ CASES = [
            "recommend {pipe.sasrec} -i {tmp}/h.jsonl -o {out}", 1, ["h.jsonl line 2", *needles],
            out="{tmp}/recs.jsonl")
       for what, text, needles in [
-          ("missing user_id", '{"history": ["i0"]}', ['missing "user_id"', '{{"user_id": ..., "history"']),
-          ("missing history", '{"user_id": "y"}', ['missing "history"']),
+          ("missing history", '{"user_id": "y"}', ['missing "history"', '{{"history": [item_id, ...]}}, with an '
+                                                                          'optional "user_id"']),
           ("user_id not an id", '{"user_id": 7.5, "history": ["i0"]}',
            ['"user_id" must be a string (or an integer), found 7.5']),
           ("history not a list", '{"user_id": "y", "history": "i0"}',
@@ -791,8 +791,6 @@ CASES = [
          "compare a={tmp}/m.json -o {out}", 1, ["m.json nests more than 32 levels deep"], out="{tmp}/all.json"),
     Case("compare metric not a number", write("{tmp}/m.json", '{"users": 1, "ndcg@10": "high"}'),
          "compare a={tmp}/m.json -o {out}", 1, ['m.json: "ndcg@10" must be a number'], out="{tmp}/all.json"),
-    Case("compare --format without -o", write("{tmp}/m.json", M_JSON), "compare a={tmp}/m.json --format csv", 2,
-         ["--format csv is the format of the -o output", "-o -"], out=None),
     Case("compare unknown --format", write("{tmp}/m.json", M_JSON), "compare a={tmp}/m.json -o {out} --format xml",
          2, ["--format 'xml' must be one of: json, csv, md"], out="{tmp}/all.json"),
     Case("evaluate unknown --format", None, evaluate("{pipe.sasrec}") + " --format yaml", 2,

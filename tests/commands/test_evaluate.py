@@ -1,4 +1,5 @@
-"""`mscg evaluate`: its result onto stdout for pipes (`-o -`, the tables then on stderr), and --format."""
+"""`mscg evaluate`: its result onto stdout for pipes (`-o -`, the tables then on stderr), and --format (a table
+format without -o prints the table on stdout)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,18 @@ def test_csv_to_stdout_and_md_to_a_file(pipe, tmp_path):
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert lines[0].startswith("| model | R@5 | R@10 | N@5 | N@10 |") and lines[2].startswith("| sasrec | ")
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv"])
+def test_a_table_format_without_o_prints_the_table(pipe, tmp_path, monkeypatch, fmt):
+    """`evaluate --format md` (or csv) alone prints the table on stdout, as `-o -` does; no file is written."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke("evaluate", pipe.sasrec, "-d", pipe.data, "--format", fmt, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    if fmt == "md":
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("| model | R@5 | R@10 |") and lines[2].startswith("| sasrec | ")
+    else:
+        (row,) = csv.DictReader(io.StringIO(result.stdout))
+        assert row["model"] == "sasrec" and int(row["users"]) > 0
+    assert "R@10" in result.stderr and list(tmp_path.iterdir()) == []

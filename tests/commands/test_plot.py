@@ -67,6 +67,20 @@ def test_evaluation_files_give_grouped_bars(pipe, tmp_path):
     assert assert_picture(tmp_path / "compare.png") == one
 
 
+def test_evaluation_files_are_named_as_compare_names_them(pipe, tmp_path):
+    """One reader for both commands: files of the same name in two folders are two runs (eval_sasrec and
+    eval_sasrec-2), where plot used to refuse them; compare lists the runs under the same names."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "eval_sasrec.json").write_bytes((pipe.work / "eval_sasrec.json").read_bytes())
+    files = [pipe.work / "eval_sasrec.json", other / "eval_sasrec.json"]
+    ok("plot", *files, "-o", tmp_path / "two.png")
+    assert_picture(tmp_path / "two.png")
+    result = invoke("compare", *files, "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)) == ["eval_sasrec", "eval_sasrec-2"]
+
+
 def test_a_model_trained_before_records_is_refused(pipe, tmp_path):
     old = copy_artifact(pipe.work / "sasrec", tmp_path / "old")
     (old / "training_log.csv").unlink()

@@ -170,7 +170,7 @@ def test_an_mscg_dataset_is_reshaped_with_its_fields_and_images(tmp_path: Path):
         for t, (u, i, r) in enumerate([("u1", "a", 5), ("u1", "b", 5), ("u2", "a", 4), ("u2", "c", 1),
                                        ("u3", "b", 2)])])
     out = ok("prepare", src, "-o", tmp_path / "linked", "--min-rating", "4")
-    assert "(an mscg dataset)" in out and "--min-rating 4 removed 2 interactions, 1 users, 1 items" in out
+    assert "(an mscg dataset)" in out and "--min-rating 4 removed 2 interactions, 1 user, 1 item" in out
     items = read(tmp_path / "linked" / "items.jsonl")
     assert items == [{"item_id": "a", "text": "A", "image": "images/a.png", "year": 1999},
                      {"item_id": "b", "text": "B"}]
@@ -198,7 +198,7 @@ def test_refusals(recbole: Path, tmp_path: Path):
     assert_refused(invoke("prepare", recbole, "-o", out, "--min-rating", "nan"), 2, "must be a finite number",
                    output=out)
     assert_refused(invoke("prepare", recbole, "-o", out, "--min-user-interactions", "99"), 2,
-                   "leave no interaction; loosen the filters", output=out)
+                   "no interaction is left after --min-user-interactions 99; loosen the filters", output=out)
     (recbole / "d.inter").write_text("user_id:token\titem_id:token\nu1\ti1\n")
     assert_refused(invoke("prepare", recbole, "-o", out, "--min-rating", "4"), 2,
                    "d.inter has no `rating` column (it has user_id, item_id)", "drop --min-rating", output=out)

@@ -1,5 +1,6 @@
 """`mscg recommend` as a user drives it: self-contained model folders (moved, copied, old ones), a batch with bad
-lines (`--on-error skip`), ids given as JSON numbers, and `--fallback popular`."""
+lines (`--on-error skip`, and every line checked before the model is loaded), lines without a user id, ids given as
+JSON numbers, `--fallback popular`, and what each line's scores are (`score_kind`)."""
 
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def test_evaluate_says_which_protocol_it_used(pipe, tmp_path):
 
 BATCH = [
     LINES[0],
-    {"history": ["i1"]},  # 2: no user_id
+    {"user_id": 7.5, "history": ["i1"]},  # 2: a user_id that is no id
     "{not json",  # 3
     LINES[1],
     {"user_id": "x", "history": ["i0", "zz"]},  # 5: unknown item
@@ -153,7 +154,7 @@ BATCH = [
 def test_bad_lines_fail_the_batch_by_default(pipe, tmp_path):
     histories = jsonl(tmp_path / "h.jsonl", BATCH)
     result = invoke("recommend", pipe.sasrec, "-i", histories, "-o", tmp_path / "r.jsonl")
-    assert_refused(result, 1, "h.jsonl line 2", 'missing "user_id"', output=tmp_path / "r.jsonl")
+    assert_refused(result, 1, "h.jsonl line 2", '"user_id" must be a string', output=tmp_path / "r.jsonl")
 
 
 @pytest.mark.parametrize("model", ["generator", "sasrec"])
@@ -165,7 +166,7 @@ def test_on_error_skip_answers_the_good_lines(pipe, tmp_path, model):
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()] == expected
     assert "skipped 5 of 8 input lines (lines 2, 3, 5, 6, 7)" in result.stderr
-    assert 'the first: ' in result.stderr and 'h.jsonl line 2: missing "user_id"' in result.stderr
+    assert 'the first: ' in result.stderr and 'h.jsonl line 2: "user_id" must be a string' in result.stderr
 
 
 def test_skipped_lines_are_listed_up_to_five(pipe, tmp_path):
@@ -201,6 +202,58 @@ def test_fallback_popular(pipe, tmp_path, model):
     lines = recommend(getattr(pipe, model), histories, tmp_path / "r.jsonl", "--fallback", "popular",
                       "--skip-unknown")
     popular = {"items": [ds.catalogue.item_ids[i] for i in order], "scores": [float(counts[i]) for i in order],
-               "fallback": "popular"}
+               "score_kind": "popularity", "fallback": "popular"}
     assert lines[0] == {"user_id": "new", **popular} and lines[1] == {"user_id": "odd", **popular}
     assert "fallback" not in lines[2] and len(lines[2]["items"]) == 5
+    assert lines[2]["score_kind"] == ("log-probability" if model == "generator" else "inner-product")
+
+
+# ---- lines without a user id; the input checked before the model is loaded; what the scores are -------------
+
+@pytest.mark.parametrize("model", ["generator", "sasrec"])
+def test_user_id_is_optional(pipe, tmp_path, model):
+    """A line without "user_id" is answered like one with it; its answer names its input line ("line": N, counted
+    as the file's lines, blank ones too) where the user id would be."""
+    named = recommend(getattr(pipe, model), jsonl(tmp_path / "named.jsonl", LINES[:3]), tmp_path / "named.out")
+    bare = [{"history": line["history"]} for line in LINES[:3]]
+    path = tmp_path / "bare.jsonl"
+    path.write_text(json.dumps(bare[0]) + "\n\n" + json.dumps(LINES[1]) + "\n" + json.dumps(bare[2]) + "\n")
+    lines = recommend(getattr(pipe, model), path, tmp_path / "bare.out")
+    assert [line.get("user_id") for line in lines] == [None, "x1", None]
+    assert [line.get("line") for line in lines] == [1, None, 4]
+    assert [(line["items"], line["scores"]) for line in lines] == [(line["items"], line["scores"]) for line in named]
+
+
+def no_model(monkeypatch):
+    import mscg.commands.recommend
+
+    monkeypatch.setattr(mscg.commands.recommend, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+
+
+@pytest.mark.parametrize("bad, needles", [
+    ('{"history": ["i1"], "user_id": [1]}', ["h.jsonl line 9", '"user_id" must be a string']),  # a type
+    ('{"history": ["i1", "zz"]}', ["h.jsonl line 9", "'zz' is not in the model's catalogue", "--skip-unknown"]),
+])
+def test_every_line_is_checked_before_the_model_is_loaded(pipe, tmp_path, monkeypatch, bad, needles):
+    """A bad line far down the file fails at once: its fields and types, then its ids against the catalogue
+    that the model folder's meta.json lists; the model (seconds to load) is never loaded."""
+    no_model(monkeypatch)
+    histories = jsonl(tmp_path / "h.jsonl", LINES * 2 + [bad])
+    result = invoke("recommend", pipe.generator, "-i", histories, "-o", tmp_path / "r.jsonl")
+    assert_refused(result, 1, *needles, output=tmp_path / "r.jsonl")
+
+
+def test_fields_are_checked_on_every_line_before_ids(pipe, tmp_path, monkeypatch):
+    """A line of the wrong shape is named before an unknown id on an earlier line: the file's syntax first."""
+    no_model(monkeypatch)
+    histories = jsonl(tmp_path / "h.jsonl", [{"history": ["zz"]}, LINES[0], {"history": "i1"}])
+    result = invoke("recommend", pipe.sasrec, "-i", histories, "-o", tmp_path / "r.jsonl")
+    assert_refused(result, 1, "h.jsonl line 3", '"history" must be a list', output=tmp_path / "r.jsonl")
+
+
+def test_unknown_items_skipped_are_counted_in_english(pipe, tmp_path):
+    for unknown, words in ((["zz"], "skipped 1 history item unknown"), (["zz", "yy"], "skipped 2 history items")):
+        histories = jsonl(tmp_path / "h.jsonl", [{"user_id": "u", "history": ["i0", *unknown]}])
+        result = invoke("recommend", pipe.sasrec, "-i", histories, "-o", "-", "--skip-unknown", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert words in result.stderr

@@ -82,7 +82,7 @@ def many(url: str, bodies: list) -> list[tuple[int, dict]]:
 
 def expected(model, history, k: int) -> dict:
     want = model.recommend(history, k=k)
-    return {"items": [i for i, _ in want], "scores": [round(s, 6) for _, s in want]}
+    return {"items": [i for i, _ in want], "scores": [round(s, 6) for _, s in want], "score_kind": model.score_kind}
 
 
 def assert_one_line_error(status: int, got: dict, code: int, needle: str = "") -> None:
@@ -106,6 +106,7 @@ def test_recommend_answers_what_the_python_api_gives(server, pipe):
     want = model.recommend(HISTORY, k=K)
     assert status == 200 and got["items"] == [i for i, _ in want] and not set(got["items"]) & set(HISTORY)
     assert got["scores"] == pytest.approx([s for _, s in want], abs=1e-5)
+    assert got["score_kind"] == "log-probability" == model.score_kind  # as `mscg recommend` names them
     status, got = call(f"{url}/recommend", {"history": HISTORY, "k": 6, "include_history": True})
     assert status == 200 and got["items"] == [i for i, _ in model.recommend(HISTORY, k=6, exclude_history=False)]
     users = [{"user_id": "a", "history": HISTORY}, {"user_id": 7, "history": ["i1", "i5"]}]
@@ -113,6 +114,7 @@ def test_recommend_answers_what_the_python_api_gives(server, pipe):
     want = model.recommend_batch([HISTORY, ["i1", "i5"]], k=3)
     assert status == 200 and [u["user_id"] for u in got["users"]] == ["a", "7"]
     assert [u["items"] for u in got["users"]] == [[i for i, _ in w] for w in want]
+    assert [u["score_kind"] for u in got["users"]] == ["log-probability"] * 2
 
 
 def test_integer_ids_skip_unknown_and_the_popular_fallback(server, pipe):
@@ -122,6 +124,7 @@ def test_integer_ids_skip_unknown_and_the_popular_fallback(server, pipe):
     assert status == 200 and got["items"] == [i for i, _ in model.recommend(["i0"], k=3)] and "fallback" not in got
     status, got = call(f"{url}/recommend", {"history": ["zz"], "skip_unknown": True, "fallback": "popular", "k": 3})
     assert status == 200 and got["fallback"] == "popular" and got["items"] == [i for i, _ in model.popular(3)]
+    assert got["score_kind"] == "popularity"  # training counts, not log-probabilities
     status, got = call(f"{url}/recommend", {"users": [{"user_id": 10**20, "history": []}], "fallback": "popular"})
     assert status == 200 and got["users"][0]["user_id"] == str(10**20) and got["users"][0]["fallback"] == "popular"
 

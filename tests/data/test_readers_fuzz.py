@@ -20,7 +20,8 @@ from mscg.commands.recommend import read_histories
 from mscg.data.features import read_ids, read_vectors
 from mscg.data.interactions import load_interactions
 from mscg.data.items import load_catalogue
-from mscg.data.jsonl import read_jsonl, write_jsonl_line
+from mscg.data.jsonl import GZIP_MAGIC, read_jsonl, write_jsonl_line
+from mscg.data.raw import TEXT_CHARS, convert_amazon, convert_movielens
 from mscg.data.recbole import convert_atomic, convert_sequence
 from mscg.errors import MscgError
 
@@ -182,8 +183,9 @@ def test_load_interactions(scratch, catalogue, content):
 @given(content=jsonl(HISTORY_RECORDS), skip_unknown=st.booleans(), fallback=st.booleans(),
        on_error=st.sampled_from(["fail", "skip"]))
 def test_read_histories(scratch, content, skip_unknown, fallback, on_error):
-    """Requests with string user ids and known items (empty histories only with the fallback); skipped lines
-    are named; `--on-error skip` never raises for a line (only for a missing file)."""
+    """Requests with string user ids (or none: the line gave none) and known items (empty histories only with the
+    fallback); skipped lines are named; `--on-error skip` never raises for a line (only for a missing file, or
+    for gzip data that cannot be decompressed: no line of it can be read)."""
     index = {"i0": 0, "i1": 1, "i2": 2}
     path = write(scratch / "h.jsonl", content)
 
@@ -191,10 +193,10 @@ def test_read_histories(scratch, content, skip_unknown, fallback, on_error):
         return read_histories(str(path), index, skip_unknown=skip_unknown, fallback=fallback, on_error=on_error)
 
     result = only_mscg_errors(read)
-    if on_error == "skip" and content is not None:
+    if on_error == "skip" and content is not None and not content.startswith(GZIP_MAGIC):
         assert result is not None
     if result is not None:
-        assert all(isinstance(r.user_id, str) for r in result.requests)
+        assert all(r.user_id is None or isinstance(r.user_id, str) for r in result.requests)
         assert all((len(r.history) > 0 or fallback) and set(r.history.tolist()) <= {0, 1, 2}
                    for r in result.requests)
         lines = [r.line_no for r in result.requests] + [n for n, _ in result.failed]
@@ -238,6 +240,62 @@ def test_convert_sequence(scratch, test, train, item2index, user2index, text):
     converted = only_mscg_errors(convert_sequence, root, "d")
     if converted is not None:
         assert_loadable(converted, root)
+
+
+# ---- raw downloads: MovieLens CSV and Amazon Reviews 2023 JSONL(.gz) ---------------------------------------
+
+CSV_TOKENS = st.sampled_from(GOOD_TOKENS * 3 + ["", '"a, b"', '"', '"x""y"', "nan", "1e400", "\u00e9"])
+CSV_HEADER = weighted((6, st.permutations(["userId", "movieId", "rating", "timestamp"])),
+                      (1, st.lists(st.sampled_from(["userId", "movieId", "rating", "title", "x"]), max_size=4)))
+
+
+def _csv(header: list[str], rows: list[list[str]]) -> bytes:
+    return "\n".join([",".join(header)] + [",".join(r) for r in rows]).encode("utf-8", "surrogatepass")
+
+
+MOVIELENS_CSV = often(st.builds(_csv, CSV_HEADER, st.lists(st.lists(CSV_TOKENS, min_size=3, max_size=5),
+                                                                    max_size=5)), st.binary(max_size=60))
+MOVIES_CSV = often(st.builds(_csv, st.just(["movieId", "title", "genres"]),
+                             st.lists(st.lists(CSV_TOKENS, min_size=2, max_size=4), max_size=5)),
+                   st.binary(max_size=60))
+REVIEW_RECORDS = st.fixed_dictionaries(
+    {"user_id": IDS, "parent_asin": IDS, "timestamp": st.one_of(st.integers(0, 2**53), st.floats(), IDS)},
+    optional={"rating": st.one_of(st.floats(), st.integers(), IDS)},
+).map(_record_line)
+META_RECORDS = st.fixed_dictionaries(
+    {"parent_asin": IDS}, optional={"title": FIELD_VALUES, "features": FIELD_VALUES, "description": FIELD_VALUES},
+).map(_record_line)
+
+
+def maybe_gzip(content: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """The content, or gzip of it, whole or cut short."""
+    import gzip
+
+    return st.one_of(content, st.builds(lambda c, cut: gzip.compress(c)[:cut or None], content, st.integers(0, 40)))
+
+
+@FUZZ
+@given(ratings=MOVIELENS_CSV, movies=MOVIES_CSV, with_ratings=st.booleans())
+def test_convert_movielens(scratch, ratings, movies, with_ratings):
+    root = scratch / "movielens"
+    root.mkdir(exist_ok=True)
+    converted = only_mscg_errors(lambda: convert_movielens(write(root / "ratings.csv", ratings),
+                                                           write(root / "movies.csv", movies), ratings=with_ratings))
+    if converted is not None:
+        assert_loadable(converted, root)
+        assert not with_ratings or len(converted.ratings) == len(converted.interactions)
+
+
+@FUZZ
+@given(reviews=maybe_gzip(jsonl(REVIEW_RECORDS)), meta=maybe_gzip(jsonl(META_RECORDS)), with_ratings=st.booleans())
+def test_convert_amazon(scratch, reviews, meta, with_ratings):
+    root = scratch / "amazon"
+    root.mkdir(exist_ok=True)
+    converted = only_mscg_errors(lambda: convert_amazon(write(root / "r.jsonl.gz", reviews),
+                                                        write(root / "meta_r.jsonl.gz", meta), ratings=with_ratings))
+    if converted is not None:
+        assert_loadable(converted, root)
+        assert all(len(r.get("text", "")) <= TEXT_CHARS for r in converted.items)
 
 
 # ---- feature files ------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def test_shape_without_filters_keeps_everything():
 
 def test_filters_that_leave_nothing_are_refused():
     converted = Converted([{"item_id": "x"}], records(("a", "x")), "atomic")
-    with pytest.raises(UsageError, match="leave no interaction; loosen the filters"):
+    with pytest.raises(UsageError, match="no interaction is left after --min-user-interactions 2; loosen the filters"):
         shape(converted, min_user_interactions=2)
 
 
