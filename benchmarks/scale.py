@@ -13,6 +13,16 @@ For each catalogue size N (default 10k, 100k, 400k items; the paper's largest, P
                 --beam, batch 256) for --decode-users users (default 10,000) taken by streaming the
                 history file (every (users/decode-users)-th user; the file is never held in memory)
 
+With --steps K (the stages of a whole pipeline, as the issue "Large catalogues" asks), the history file
+also becomes data/interactions.jsonl, and three more steps run:
+
+  read          what every stage does first: read items.jsonl + interactions.jsonl and split them
+                (seconds, and the bytes each interaction holds in memory)
+  collab        `mscg collab` at its defaults for this catalogue (sampled softmax above a few thousand
+                items): K optimizer steps timed, so one epoch's cost is projected (steps per epoch x
+                seconds per step); with --full-softmax-max N also the full softmax, up to N items
+  train         `mscg train` at its defaults (window samples) on the codes: K steps, projected likewise
+
 Every step runs in its own process; its wall time and peak RSS (from os.wait4's rusage) are recorded
 and checked against --limit-mib (default 4096). Embeddings are synthetic: a hierarchy of clusters
 (topic -> subtopic -> item) plus groups of exact duplicates (identical items: they share a full
@@ -22,6 +32,8 @@ Examples (from the repository root):
 
   python benchmarks/scale.py -o bench/scale.json --md bench/scale.md
   python benchmarks/scale.py --items 10000 --users 100000 --decode-users 1000     # a quick look
+  python benchmarks/scale.py --items 100000,1000000 --users 69000,690000 --steps 20 --section scale-stages-cpu
+                                                     # every stage at 1M and 10M interactions
 """
 
 from __future__ import annotations
@@ -120,7 +132,7 @@ def step_model(work: Path, seed: int) -> dict:
     import torch
 
     from mscg.artifacts.codes import load_codes
-    from mscg.artifacts.modeldir import save_model_dir
+    from mscg.artifacts.modeldir import copy_codes_into, save_model_dir
     from mscg.generator_recommender import DEFAULT_BEAM_SIZE
     from mscg.models.generator import Generator, GeneratorConfig
 
@@ -132,7 +144,7 @@ def step_model(work: Path, seed: int) -> dict:
     out.mkdir(exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     save_model_dir(out, "model", model, config.to_json(), item_ids=codes.item_ids,
-                   codes=str((work / "codes").resolve()), beam_size=DEFAULT_BEAM_SIZE, parameters=n_params,
+                   codes=copy_codes_into(out, work / "codes"), beam_size=DEFAULT_BEAM_SIZE, parameters=n_params,
                    training={"note": "random initialisation (scale benchmark)"}, provenance={"seed": seed})
     return {"parameters": n_params}
 
@@ -194,6 +206,90 @@ def step_train_data(work: Path, n_train: int) -> dict:
     return {}
 
 
+def step_interactions(work: Path) -> dict:
+    """data/interactions.jsonl from every user of the history file (timestamps = positions), streamed."""
+    count = 0
+    with open(work / "histories.jsonl", encoding="utf-8") as f, open(work / "data" / "interactions.jsonl", "w") as out:
+        for line in f:
+            u = json.loads(line)
+            out.write("".join(f'{{"user_id": "{u["user_id"]}", "item_id": "{i}", "timestamp": {t}}}\n'
+                              for t, i in enumerate(u["history"])))
+            count += len(u["history"])
+    return {"interactions": count, "file_mib": round((work / "data" / "interactions.jsonl").stat().st_size / 2**20, 1)}
+
+
+def step_read(work: Path) -> dict:
+    """Read and split the dataset as every stage does; the memory it holds per interaction afterwards."""
+    import resource
+
+    from mscg.data.split import load_dataset
+
+    before = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()  # resident now
+    start = time.perf_counter()
+    ds = load_dataset(work / "data")
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    n = len(ds.interactions)
+    return {"seconds": round(seconds, 2), "interactions": n, "users": len(ds.split), "items": len(ds.catalogue),
+            "peak_bytes_per_interaction": round((peak - before) / n, 1)}
+
+
+def timed_steps(events, k: int) -> dict:
+    """Drive a fit's events (a loop of one epoch) for 1 + k optimizer steps: the set-up's seconds, then the
+    seconds per step over the last k (the first warms up), and the epoch they project."""
+    start = time.perf_counter()
+    info: dict = {}
+    total = None
+    for event in events:
+        if event.kind == "info":
+            info.update(event.info)
+        elif event.kind == "start":
+            total, started = event.total_steps, time.perf_counter()
+        elif event.kind == "step" and event.step == 1:
+            first = time.perf_counter()
+        elif event.kind == "step" and event.step == 1 + k:
+            break
+        if event.kind in ("epoch", "done"):
+            raise SystemExit(f"the epoch ended before {1 + k} steps: lower --steps")
+    per_step = (time.perf_counter() - first) / k
+    return {"setup_s": round(started - start, 2), "steps_timed": k, "seconds_per_step": round(per_step, 4),
+            "steps_per_epoch": total, "epoch_s_projected": round(per_step * total, 1),
+            **{key: info[key] for key in ("samples", "targets", "parameters", "samples_per_step") if key in info}}
+
+
+def step_collab(work: Path, k: int, negatives: int | None, device: str) -> dict:
+    """`mscg collab`'s training at its defaults for this catalogue (or `negatives`), k steps."""
+    from dataclasses import replace
+
+    from mscg.data.split import load_dataset
+    from mscg.models.sasrec_config import SASRecConfig
+    from mscg.training.distributed import resolve_device
+    from mscg.training.sasrec import SASREC_LOOP, fit_sasrec
+
+    ds = load_dataset(work / "data")
+    config = replace(SASRecConfig(n_items=0), negatives=negatives).resolved(len(ds.catalogue))
+    events = fit_sasrec(config, replace(SASREC_LOOP, epochs=1), ds, device=resolve_device(device))
+    return {"negatives": config.negatives, "pack": config.pack, **timed_steps(events, k)}
+
+
+def step_train(work: Path, k: int, device: str) -> dict:
+    """`mscg train`'s training at its defaults on the codes, k steps."""
+    from dataclasses import replace
+
+    from mscg.artifacts.codes import load_codes
+    from mscg.data.split import load_dataset
+    from mscg.models.generator import GeneratorConfig
+    from mscg.training.distributed import resolve_device
+    from mscg.training.generator import GENERATOR_LOOP, fit_generator
+
+    ds = load_dataset(work / "data")
+    codes = load_codes(work / "codes")
+    config = GeneratorConfig(vocabulary=codes.vocab.to_json(), modalities=list(codes.vocab.modalities))
+    events = fit_generator(config, replace(GENERATOR_LOOP, epochs=1), codes, ds, device=resolve_device(device),
+                           valid_users=256)
+    return timed_steps(events, k)
+
+
 # ---- the driver -------------------------------------------------------------------------------------
 def child(step: str, args) -> None:
     """Run one step in this (child) process and print its result as the last line of stdout."""
@@ -203,7 +299,7 @@ def child(step: str, args) -> None:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
     if step == "generate":
-        out = step_generate(work, args.n, args.users, args.dim, args.max_group, args.seed)
+        out = step_generate(work, args.n, args.users[0], args.dim, args.max_group, args.seed)
     elif step == "trie":
         out = step_trie(work)
     elif step == "model":
@@ -211,13 +307,21 @@ def child(step: str, args) -> None:
     elif step == "train-data":
         out = step_train_data(work, args.train_users)
     elif step == "decode":
-        out = step_decode(work, args.users, args.decode_users, args.beam, 256, args.device)
+        out = step_decode(work, args.users[0], args.decode_users, args.beam, 256, args.device)
+    elif step == "interactions":
+        out = step_interactions(work)
+    elif step == "read":
+        out = step_read(work)
+    elif step in ("collab", "collab-full"):
+        out = step_collab(work, args.steps, 0 if step == "collab-full" else None, args.device)
+    elif step == "train":
+        out = step_train(work, args.steps, args.device)
     else:
         raise SystemExit(f"unknown step {step}")
     (work / f"step_{step}.json").write_text(json.dumps(out))
 
 
-def run_size(n: int, args) -> dict:
+def run_size(n: int, n_users: int, args) -> dict:
     work = Path(args.workdir) / f"n{n}"
     if work.exists():
         shutil.rmtree(work)
@@ -227,13 +331,17 @@ def run_size(n: int, args) -> dict:
     if args.threads:
         env.update({"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)})
     me = [sys.executable, str(Path(__file__).resolve())]
-    common = ["--work", str(work), "--n", str(n), "--users", str(args.users), "--dim", str(args.dim),
+    common = ["--work", str(work), "--n", str(n), "--users", str(n_users), "--dim", str(args.dim),
               "--max-group", str(args.max_group), "--seed", str(args.seed), "--decode-users", str(args.decode_users),
               "--beam", str(args.beam), "--device", args.device, "--threads", str(args.threads),
-              "--train-users", str(args.train_users)]
+              "--train-users", str(args.train_users), "--steps", str(args.steps)]
     mscg = [sys.executable, "-m", "mscg"]
     dev = ["--device", args.device]
     steps = [("generate", me + ["--child", "generate"] + common)]
+    if args.steps:
+        steps += [(name, me + ["--child", name] + common) for name in ("interactions", "read", "collab")]
+        if n <= args.full_softmax_max:
+            steps.append(("collab-full", me + ["--child", "collab-full"] + common))
     for m in MODALITIES:
         steps.append((f"quantize {m}", mscg + ["quantize", "--modality", m, "--embeddings", str(work / f"emb_{m}"),
                                               "-o", str(work / f"q_{m}"), "--codebook-size", "256", "--n-levels", "3",
@@ -241,6 +349,8 @@ def run_size(n: int, args) -> dict:
     steps.append(("assign-codes", mscg + ["assign-codes", "-d", str(work / "data"), "-o", str(work / "codes"), *dev,
                                           *sum((["-q", str(work / f"q_{m}")] for m in MODALITIES), [])]))
     steps.append(("trie", me + ["--child", "trie"] + common))
+    if args.steps:
+        steps.append(("train", me + ["--child", "train"] + common))
     if args.train_users:
         steps.append(("train-data", me + ["--child", "train-data"] + common))
         steps.append(("train (1 epoch)", mscg + ["train", "-d", str(work / "data"), "--codes", str(work / "codes"),
@@ -279,7 +389,8 @@ def run_size(n: int, args) -> dict:
 def markdown(result: dict) -> str:
     m = result["machine"]
     sizes = [r["items"] for r in result["sizes"]]
-    lines = [f"Scale simulation: {result['settings']['users']:,} users' histories, decoding "
+    users = "/".join(f"{u:,}" for u in result["settings"]["users"])
+    lines = [f"Scale simulation: {users} users' histories, decoding "
              f"{result['settings']['decode_users']:,} users at beam {result['settings']['beam']}; 3 modalities x "
              f"(3 x 256 + collision level); limit {result['settings']['limit_mib']:,} MiB per step", "",
              f"Machine: {machine_line(m)}", f"Command: `{m['command']}`", ""]
@@ -309,6 +420,18 @@ def markdown(result: dict) -> str:
         if d:
             lines.append(f"  decode: {d['users']:,} users in {d['decode_s']} s = {d['users_per_s']} users/s "
                          f"(load {d['load_s']} s, {d['torch_threads']} threads)")
+        if by.get("read"):
+            rd = by["read"]
+            lines.append(f"  read + split: {rd['interactions']:,} interactions of {rd['users']:,} users in "
+                         f"{rd['seconds']} s, {rd['peak_bytes_per_interaction']} bytes per interaction at the peak")
+        for name in ("collab", "collab-full", "train"):
+            st = by.get(name)
+            if st:
+                how = (f" ({'full softmax' if not st['negatives'] else str(st['negatives']) + ' sampled negatives'}"
+                       f", {'packed' if st['pack'] else 'padded'} windows)" if "negatives" in st else "")
+                lines.append(f"  {name.replace('-full', '')}{how}: {st['seconds_per_step']} s a step over "
+                             f"{st['steps_timed']} steps, {st['steps_per_epoch']:,} steps an epoch: an epoch "
+                             f"~{st['epoch_s_projected'] / 60:,.1f} min (set-up {st['setup_s']} s)")
     return "\n".join(lines) + "\n"
 
 
@@ -316,13 +439,19 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=lambda s: [int(x) for x in s.split(",")], default=[10_000, 100_000, 400_000],
                    help="catalogue sizes, comma-separated")
-    p.add_argument("--users", type=int, default=1_000_000, help="users in the generated history file")
+    p.add_argument("--users", type=lambda s: [int(x) for x in s.split(",")], default=[1_000_000],
+                   help="users in the generated history file (~14.5 interactions each), one number for every "
+                        "catalogue size or one per size, comma-separated")
     p.add_argument("--decode-users", type=int, default=10_000, help="users decoded (sampled from the file)")
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--dim", type=int, default=32, help="dimension of the synthetic embeddings")
     p.add_argument("--max-group", type=int, default=100, help="largest group of identical items per modality")
     p.add_argument("--train-users", type=int, default=0, help="train the generator 1 epoch on this many users "
                                                               "(default: random initialisation)")
+    p.add_argument("--steps", type=int, default=0, help="also read + split, and time this many optimizer steps "
+                                                        "of collab and train (the stages of a whole pipeline)")
+    p.add_argument("--full-softmax-max", type=int, default=100_000, help="with --steps: also time collab's full "
+                                                                       "softmax up to this many items")
     p.add_argument("--limit-mib", type=float, default=4096, help="peak RSS budget per step")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per step before it is killed")
     p.add_argument("--device", default="cpu")
@@ -349,8 +478,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = {k: getattr(args, k) for k in ("items", "users", "decode_users", "beam", "dim", "max_group",
                                               "train_users", "limit_mib", "device", "threads", "seed")}
     result = {"benchmark": "scale", "machine": machine(args.device), "settings": settings, "sizes": []}
-    for n in args.items:
-        result["sizes"].append(run_size(n, args))
+    users = args.users * len(args.items) if len(args.users) == 1 else args.users
+    if len(users) != len(args.items):
+        raise SystemExit("--users: one number, or one per --items size")
+    for n, n_users in zip(args.items, users):
+        result["sizes"].append(run_size(n, n_users, args))
         write_json(args.output, result) if args.output else None  # partial results survive an interruption
     over = [(r["items"], s["step"]) for r in result["sizes"] for s in r["steps"] if not s["under_limit"]]
     result["all_under_limit"] = not over

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from mscg.artifacts.meta import META_FILE, MODALITIES
+from mscg.artifacts.meta import MODALITIES
 from mscg.errors import DataError
 from mscg.models import generator_config as generator_module
 from mscg.models.rq_dino import BACKBONES, EFFICIENTNET_BLOCKS
+from mscg.models.sasrec_config import NEGATIVE_SAMPLERS
 from mscg.models.vocabulary import Vocabulary
 
 CONFIG_FILE = "config.json"
@@ -133,12 +134,13 @@ RULES: dict[str, Rule] = {
     "cache_scale": real(0, 16, open_low=True),
     "dense_loss_weight": real(0, 1e6), "dense_temperature": real(0, 100, open_low=True),
     "dense_negatives": integer(1, MAX_INT), "dense_content_dim": integer(0, 1 << 20),
+    "negatives": optional(integer(0, MAX_INT)),
     # switches and names
-    "normalize": boolean, "dual_positions": boolean, "refit_codebooks": boolean,
+    "normalize": boolean, "dual_positions": boolean, "refit_codebooks": boolean, "pack": optional(boolean),
     "modality": one_of(MODALITIES), "decode_modality": one_of(MODALITIES), "backbone": one_of(BACKBONES),
     "constraint": one_of(generator_module.CONSTRAINTS), "history_encoding": one_of(generator_module.HISTORY_ENCODINGS),
     "samples": one_of(generator_module.SAMPLES), "train_trie": one_of(generator_module.TRAIN_TRIES),
-    "modalities": modality_list, "vocabulary": vocabulary,
+    "negative_sampler": one_of(NEGATIVE_SAMPLERS), "modalities": modality_list, "vocabulary": vocabulary,
     "model_type": text,
 }
 # A field without a rule (added later) is still checked for the type its annotation names.
@@ -194,17 +196,6 @@ def _check_together(path: Path, c: dict[str, Any], producer: str) -> None:
             if not set(chosen) <= set(held):
                 raise _refuse(path, name, c[name], f"must be among the vocabulary's modalities "
                               f"({', '.join(dict.fromkeys(held))})", producer)
-
-
-def check_item_ids(path: Path, meta: dict[str, Any], n_items: int | None = None) -> list[str]:
-    """meta.json's item_ids: distinct strings (as many as the model's items, when it has a count)."""
-    ids = meta.get("item_ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(set(ids)) != len(ids):
-        raise DataError(f"{path}/{META_FILE}: item_ids must be a list of distinct strings; re-create the directory")
-    if n_items is not None and len(ids) != n_items:
-        raise DataError(f"{path}/{META_FILE} lists {len(ids):,} item ids but {path}/{CONFIG_FILE} has n_items "
-                        f"{n_items:,}; re-create the directory")
-    return ids
 
 
 def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -17,7 +17,7 @@ from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, Keep
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import UsageError
-from mscg.models.sasrec_config import SASRecConfig
+from mscg.models.sasrec_config import DEFAULT_NEGATIVES, FULL_SOFTMAX_MAX_ITEMS, NEGATIVE_SAMPLERS, SASRecConfig
 from mscg.training.defaults import SASREC_LOOP, LoopConfig
 
 
@@ -34,8 +34,9 @@ class CollabResult:
 def collab(data: Path, output: Path, *, model_out: Path | None = None, config: SASRecConfig | None = None,
            loop: LoopConfig = SASREC_LOOP, device: str = "auto", init_embeddings: Path | None = None,
            force: bool = False, resume: bool = False, keep_checkpoint: bool = False) -> CollabResult:
-    """Train SASRec on DATA's training split (`config`: the architecture; `n_items` is set from the data;
-    `loop.seed` seeds it) and write its item table as collab embeddings (and the model, with `model_out`)."""
+    """Train SASRec on DATA's training split (`config`: the architecture and loss; `n_items` is set from the data,
+    and a loss or packing left unset is chosen from the catalogue's size; `loop.seed` seeds it) and write its item
+    table as collab embeddings (and the model, with `model_out`)."""
     from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.artifacts.training_log import write_training_log
@@ -49,6 +50,11 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     if min(config.max_history, config.d_model, config.n_layers, config.n_heads) < 1:
         raise UsageError("--max-history, --d-model, --n-layers and --n-heads must be at least 1")
     check_attention(config.d_model, config.n_heads, config.dropout)
+    if config.negatives is not None and config.negatives < 0:
+        raise UsageError("--negatives must be 0 (full softmax) or more")
+    if config.negative_sampler not in NEGATIVE_SAMPLERS:
+        raise UsageError(f"--negative-sampler {config.negative_sampler!r} must be one of: "
+                         f"{', '.join(NEGATIVE_SAMPLERS)}")
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path]  # never write into DATA
@@ -63,7 +69,9 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     if dist.is_main():
         report_split(ds.split)
     dev = dist.resolve_device(device)
-    config = replace(config, n_items=len(ds.catalogue))
+    config = config.resolved(len(ds.catalogue))
+    if dist.is_main():
+        info(describe_loss(config))
     start_table = None
     if start is not None:
         start_table = content_start(start, ds.catalogue.item_ids, config.d_model, loop.seed)
@@ -108,6 +116,16 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
                         samples_per_second=result.samples_per_second)
 
 
+def describe_loss(config: SASRecConfig) -> str:
+    """The line that says how a resolved config trains."""
+    if not config.negatives:
+        loss = f"full softmax over all {config.n_items:,} items"
+    else:
+        loss = (f"sampled softmax, {config.negatives:,} {config.negative_sampler} negatives per batch of the "
+                f"{config.n_items:,} items")
+    return f"loss: {loss}; windows {'packed' if config.pack else 'padded'}"
+
+
 MODEL = SASRecConfig(n_items=0)  # the defaults of the flags below
 
 
@@ -122,6 +140,17 @@ def collab_cli(
     n_layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = MODEL.n_layers,
     n_heads: Annotated[int, typer.Option(help="Attention heads.")] = MODEL.n_heads,
     dropout: Annotated[float, typer.Option(help="Dropout rate.")] = MODEL.dropout,
+    negatives: Annotated[int | None, typer.Option(
+        help=f"Sampled softmax with N negatives shared by each batch; 0: full softmax over every item. Default: "
+             f"full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {DEFAULT_NEGATIVES} negatives above.",
+        show_default=False)] = None,
+    negative_sampler: Annotated[str, typer.Option(
+        help="How negatives are drawn: uniform (from the catalogue), or popularity (in proportion to each item's "
+             "training count, with the logQ correction).")] = MODEL.negative_sampler,
+    pack: Annotated[bool | None, typer.Option(
+        "--pack/--no-pack", help="Pack short training windows into shared rows so that no compute goes to "
+                                 "padding (the same loss). Default: on with sampled softmax, off with full softmax.",
+        show_default=False)] = None,
     epochs: EpochsOpt = SASREC_LOOP.epochs,
     batch_size: Annotated[int, typer.Option(help="Windows per step.")] = SASREC_LOOP.batch_size,
     lr: LrOpt = SASREC_LOOP.lr,
@@ -140,8 +169,8 @@ def collab_cli(
     resume: ResumeOpt = False,
     keep_checkpoint: KeepCheckpointOpt = False,
 ) -> None:
-    """Train SASRec (full-softmax cross-entropy) on the training split and write its item-embedding
-    table as the collaborative modality.
+    """Train SASRec (softmax cross-entropy: full, or sampled for large catalogues) on the training split and
+    write its item-embedding table as the collaborative modality.
 
     Reads DATA/items.jsonl + DATA/interactions.jsonl; writes OUTPUT (embeddings, modality collab) and,
     with --model-out, the SASRec model. Validation items are only used for early stopping; test items
@@ -151,10 +180,12 @@ def collab_cli(
 
       mscg collab -d data/ml-100k -o work/emb_collab --model-out work/sasrec
 
+      mscg collab -d data/amazon-toys -o work/emb_collab --negatives 512 --negative-sampler popularity
+
       torchrun --nproc_per_node 4 -m mscg collab -d data/big -o work/emb_collab --model-out work/sasrec
     """
     config = SASRecConfig(n_items=0, max_history=max_history, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                          dropout=dropout)
+                          dropout=dropout, negatives=negatives, negative_sampler=negative_sampler, pack=pack)
     loop = replace(SASREC_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                    patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
                    precision=precision, seed=seed, log_every=log_every)

@@ -18,10 +18,15 @@ class SASRecWindows:
     With `stride` < max_history, windows start every `stride` items and each keeps only its last
     `stride` targets (the first window of a user keeps all of its own): every target then sees at least
     max_history - stride + 1 items (or all before it), and still appears once.
+
+    With `pack`, a batch puts its windows' real items side by side in as few rows of max_history as they fit
+    (first-fit decreasing), with their position ids and a segment number per window, so that the model
+    spends nothing on padding (short histories: most of a padded window is padding) and computes the same loss.
     """
 
     def __init__(self, split: Split, max_history: int, device: torch.device = torch.device("cpu"),
-                 stride: int | None = None):
+                 stride: int | None = None, pack: bool = False):
+        self.max_history, self.pack = max_history, pack
         stride = max_history if stride is None else stride
         inputs, targets = [], []
         for u in range(len(split)):
@@ -37,14 +42,56 @@ class SASRecWindows:
         shape = (len(inputs), max_history)
         self.inputs = torch.from_numpy(np.stack(inputs)) if inputs else torch.zeros(shape, dtype=torch.long)
         self.targets = torch.from_numpy(np.stack(targets)) if targets else torch.zeros(shape, dtype=torch.long)
+        self.lengths = (self.inputs != 0).sum(dim=1).numpy()  # (N_w,) real inputs, at the right end
         self.inputs, self.targets = self.inputs.to(device), self.targets.to(device)  # batches: gathers there
 
     def __len__(self) -> int:
         return len(self.inputs)
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.pack:
+            return self.packed(indices)
         indices = indices.to(self.inputs.device)
         return {"history": self.inputs[indices], "targets": self.targets[indices]}
+
+    def packed(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The windows' real items packed into rows of max_history: history and targets (rows, L) as in a
+        padded batch, plus positions (each item's column in its padded window) and segments (k + 1 for the
+        k-th window of the batch, 0 for the padding left at the end of rows)."""
+        L = self.max_history
+        lengths = self.lengths[indices.cpu().numpy()]  # (B,)
+        row, start = first_fit_decreasing(lengths, L)
+        # every real item of the batch: window b, column `src` of its padded window -> row `dst_row`, column `dst`
+        b = np.repeat(np.arange(len(lengths)), lengths)
+        within = np.arange(len(b)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = L - lengths[b] + within
+        dst_row, dst = row[b], start[b] + within
+        device = self.inputs.device
+        window = indices.to(device)[torch.from_numpy(b).to(device)]
+        src, dst_row, dst = (torch.from_numpy(a).to(device) for a in (src, dst_row, dst))
+        shape = (int(row.max()) + 1, L) if len(row) else (0, L)
+        history = torch.zeros(shape, dtype=torch.long, device=device)
+        targets = torch.full(shape, IGNORE, dtype=torch.long, device=device)
+        positions = torch.zeros(shape, dtype=torch.long, device=device)
+        segments = torch.zeros(shape, dtype=torch.long, device=device)
+        history[dst_row, dst] = self.inputs[window, src]
+        targets[dst_row, dst] = self.targets[window, src]
+        positions[dst_row, dst] = src
+        segments[dst_row, dst] = torch.from_numpy(b + 1).to(device)
+        return {"history": history, "targets": targets, "positions": positions, "segments": segments}
+
+
+def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin packing of lengths (each <= capacity), longest first, each into the first row with room.
+    Returns (row, start) per length: its row and its first column there."""
+    row = np.zeros(len(lengths), dtype=np.int64)
+    start = np.zeros(len(lengths), dtype=np.int64)
+    free = np.full(len(lengths), capacity, dtype=np.int64)  # never more rows than lengths
+    for i in np.argsort(-lengths, kind="stable"):
+        r = int(np.argmax(free >= lengths[i]))  # the first row with room: an open one, or the next fresh one
+        row[i], start[i] = r, capacity - free[r]
+        free[r] -= lengths[i]
+    return row, start
 
 
 class NextItemSamples:

@@ -1,5 +1,5 @@
-"""Training SASRec (`mscg collab`): full-softmax next-item loss on every position of each training window,
-early stopping on validation NDCG@10."""
+"""Training SASRec (`mscg collab`): next-item loss on every position of each training window (full softmax,
+or sampled softmax with negatives shared by the batch), early stopping on validation NDCG@10."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mscg.data.samples import SASRecWindows
-from mscg.data.split import Dataset
+from mscg.data.split import Dataset, Split
 from mscg.errors import DataError
 from mscg.models.sasrec import SASRec, SASRecConfig
 from mscg.recommenders import SASRecRecommender
@@ -47,6 +47,48 @@ def content_start(emb, item_ids: list[str], d_model: int, seed: int) -> tuple[to
     return vectors, known
 
 
+class NegativeSamples:
+    """A batch source: `windows`' batches, each with `negatives` item indices that all its targets share.
+
+    "uniform" draws them uniformly from the catalogue (as eSASRec and gSASRec do, though per position);
+    "popularity" in proportion to each item's count as a training target (the distribution of in-batch
+    negatives) and adds their log probabilities `log_q` for the model's logQ correction. Drawn with torch's
+    global generator on the windows' device, which the training loop seeds and checkpoints: same seed, same
+    negatives, and a resumed run draws what the uninterrupted one did.
+    """
+
+    def __init__(self, windows: SASRecWindows, n_items: int, negatives: int, sampler: str = "uniform"):
+        self.windows, self.n_items, self.negatives = windows, n_items, negatives
+        self.device = windows.inputs.device
+        self.probs = self.log_q = None
+        if sampler == "popularity":
+            counts = torch.bincount(windows.targets[windows.targets >= 0], minlength=n_items).double()
+            self.probs = (counts / counts.sum()).float()  # (n_items,); every target has a count
+            self.log_q = self.probs.log()  # -inf where never a target: never drawn, never scored
+        elif sampler != "uniform":
+            raise ValueError(f"unknown negative sampler {sampler!r}")
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.windows.batch(indices)
+        if self.probs is None:
+            out["negatives"] = torch.randint(self.n_items, (self.negatives,), device=self.device)
+        else:
+            out["negatives"] = torch.multinomial(self.probs, self.negatives, replacement=True)
+            out["log_q"] = self.log_q
+        return out
+
+
+def sasrec_batches(config: SASRecConfig, split: Split, device: torch.device):
+    """The batch source that trains `config` (resolved: see SASRecConfig.resolved) on `split`."""
+    windows = SASRecWindows(split, config.max_history, device=device, pack=bool(config.pack))
+    if not config.negatives:
+        return windows
+    return NegativeSamples(windows, config.n_items, config.negatives, config.negative_sampler)
+
+
 def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: torch.device,
                start: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_dir: Path | None = None,
                resume: bool = False, fingerprint: dict[str, Any] | None = None,
@@ -54,9 +96,11 @@ def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: t
     """Train SASRec on the training sequences of `ds`; validate on every user's validation target.
 
     `start` = (vectors, known) from `content_start` sets the first item table. Yields the loop's events;
-    returns (the model with its best validated weights, the loop's result).
+    returns (the model with its best validated weights, the loop's result). A `config` whose loss or packing is
+    left unset (None) gets them from SASRecConfig.resolved.
     """
-    windows = SASRecWindows(ds.split, config.max_history, device=device)
+    config = config.resolved(config.n_items)  # (no change to a resolved config)
+    windows = sasrec_batches(config, ds.split, device)
     if len(windows) == 0:
         raise DataError(f"{ds.interactions_path}: no user has a training transition (every user has exactly 3 "
                         "interactions); SASRec needs longer sequences")
