@@ -31,7 +31,8 @@ def _one_line(e: Exception):
 
     ctx = getattr(e, "ctx", None)
     hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    error(" ".join(e.format_message().split()) + hint)
+    message = " ".join(e.format_message().split()).replace(": Value error, ", ": ")  # typer's coercion prefix
+    error(message + hint)
     raise typer.Exit(e.exit_code)
 
 
@@ -39,13 +40,22 @@ def _no_metavar(ctx) -> None:
     return None
 
 
+def _no_range() -> None:
+    return None
+
+
 def _plain_flags(command) -> None:
-    """Boolean flags take no value: their help shows no `<bool>` metavar (so nobody writes `--force true`)."""
+    """Boolean flags take no value: their help shows no `<bool>` metavar (so nobody writes `--force true`); a
+    number with a range shows its type only (click still refuses a value outside it, naming the range)."""
     if getattr(command, "_mscg_plain_flags", False):
         return
     for param in command.params:
         if getattr(param, "is_flag", False):
             param.display_type_rich = _no_metavar
+        desc = getattr(param, "type_descriptor", None)
+        if desc is not None and desc.is_ranged and param.metavar is None:  # `<int>`, not `<int range> [0<=x<=...]`
+            param.metavar = f"<{desc.ranged_type_name}>"
+            param._get_number_range_help_str = _no_range
     help_option = command.get_help_option
 
     def get_help_option(ctx):
@@ -122,9 +132,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show a traceback when a command fails.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only warnings and errors on stderr: no progress, "
+                                        "no status lines (also MSCG_QUIET=1).")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
+    from mscg import console
+
+    console.QUIET["on"] = quiet  # set on every run: one process may run several commands (tests)
     if debug:
         from mscg.commands import _common
 

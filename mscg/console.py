@@ -1,4 +1,5 @@
-"""stderr is for people: messages and rich progress bars, silent when stderr is not a terminal."""
+"""stderr is for people: messages and rich progress bars (the bars silent when stderr is not a terminal, all but
+warnings and errors silent with `mscg --quiet`)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ from rich.text import Text
 stderr = Console(stderr=True, highlight=False)
 
 
-def _quiet() -> bool:
-    return os.environ.get("MSCG_QUIET") == "1"
+QUIET = {"on": False}  # `mscg --quiet` (or MSCG_QUIET=1): only warnings and errors on stderr
+LOG_SECONDS = 60.0  # not on a terminal: a status line a minute (and each better validation)
+
+
+def is_quiet() -> bool:
+    return QUIET["on"] or os.environ.get("MSCG_QUIET") == "1"
 
 
 def info(message: str) -> None:
     """A line for the person running the command (stderr; never data). No markup is interpreted."""
-    if not _quiet():
+    if not is_quiet():
         stderr.print(message, soft_wrap=True, markup=False)
 
 
@@ -54,7 +59,7 @@ def progress_bar() -> Iterator[Progress]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=stderr,
-        disable=not stderr.is_terminal or _quiet(),
+        disable=not stderr.is_terminal or is_quiet(),
         transient=False,
     )
     with progress:
@@ -73,8 +78,9 @@ class _Returning:
 
 
 def render(events, description: str, metric: str = "ndcg@10", quiet: bool = False, on_info=None):
-    """Consume a fit's events (mscg.training.loop.Event) as a progress bar and a line per validated epoch;
-    returns the fit's return value. `quiet` (non-writing ranks of a distributed run) only drives it.
+    """Consume a fit's events (mscg.training.loop.Event) as a progress bar and a line per validated epoch (when
+    stderr is not a terminal: per better validation, else one a minute); returns the fit's return value.
+    `quiet` (non-writing ranks of a distributed run) only drives it.
 
     "phase" events (a pass outside the training loop, e.g. coding every image) get a bar of their own;
     "info" events (what a fit found while setting up) go to `on_info(event.info)`, quiet or not.
@@ -87,7 +93,8 @@ def render(events, description: str, metric: str = "ndcg@10", quiet: bool = Fals
             if event.kind == "info" and on_info is not None:
                 on_info(event.info)
         return events.value
-    log_every = 60.0 if not stderr.is_terminal else float("inf")  # logs get a status line a minute
+    terminal = stderr.is_terminal
+    log_every = LOG_SECONDS if not terminal else float("inf")  # logs get a status line a minute
     last_log = time.monotonic()
     with progress_bar() as bar:
         task = None
@@ -114,7 +121,10 @@ def render(events, description: str, metric: str = "ndcg@10", quiet: bool = Fals
                     info(f"{description}: step {event.step:,}/{event.total_steps:,} (epoch {event.epoch + 1}), "
                          f"loss {loss_avg:.4f}")
             elif event.kind == "epoch":
-                if event.metric is not None:
+                # a terminal gets every validation; a log only the better ones, and one a minute otherwise
+                if event.metric is not None and (terminal or event.is_best or
+                                                 time.monotonic() - last_log > log_every):
+                    last_log = time.monotonic()
                     mark = " *" if event.is_best else ""
                     info(f"{description}: epoch {event.epoch} valid {metric} {event.metric:.4f}{mark}")
                 if event.info.get("stopping"):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mscg.artifacts.meta import QUANTIZER_METHODS
 from mscg.errors import DataError
 from mscg.models.rq_dino import RQDINO, RQDINOConfig
 from mscg.models.rq_kmeans import RQKMeans, RQKMeansConfig
@@ -52,6 +53,7 @@ QUANTIZERS: dict[str, QuantizerType] = {
     "rq-dino": QuantizerType(RQDINOConfig, RQDINO, fit_rq_dino, "images", RQDINOTraining),
 }
 METHODS = tuple(QUANTIZERS)
+assert METHODS == QUANTIZER_METHODS, "mscg.artifacts.meta.QUANTIZER_METHODS names the quantizers, in this order"
 
 
 def build_quantizer(config: dict[str, Any], path: Path | None = None) -> torch.nn.Module:

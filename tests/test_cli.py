@@ -93,3 +93,69 @@ def test_the_help_lists_every_stage_in_pipeline_order():
     text = help_text()
     positions = [text.find(f" {stage} ") for stage in STAGES]
     assert -1 not in positions and positions == sorted(positions)
+
+
+# ---- options whose values come from a fixed set: help lists them, completion offers them, click refuses others --
+
+CHOICES = [  # (command, option, the allowed values as help shows them)
+    ("evaluate", "--format", "json|csv|md"), ("evaluate", "--split", "valid|test"),
+    ("compare", "--format", "json|csv|md"),
+    ("recommend", "--on-error", "fail|skip"), ("recommend", "--fallback", "none|popular"),
+    ("collab", "--negative-sampler", "uniform|popularity"), ("collab", "--precision", "bf16|fp32"),
+    ("train", "--precision", "bf16|fp32"), ("train", "--constraint", "trie|level|off"),
+    ("train", "--history-encoding", "items|tokens"), ("train", "--samples", "prefix|window"),
+    ("train", "--train-trie", "all|trained"), ("train", "--decode", "text|image|collab"),
+    ("quantize", "--method", "rq-kmeans|rq-vae|rq-dino"), ("quantize", "--modality", "text|image|collab"),
+    ("embed", "--modality", "text|image"), ("import-embeddings", "--modality", "text|image|collab"),
+]
+
+
+@pytest.mark.parametrize("command, option, values", CHOICES, ids=[f"{c} {o}" for c, o, _ in CHOICES])
+def test_a_choice_lists_its_values_in_help_and_completion(command, option, values):
+    assert re.search(rf"{option} <{re.escape(values)}>", help_text(command))
+    words = f"mscg {command} {option} "
+    result = invoke(env={"_MSCG_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == values.split("|")
+
+
+@pytest.mark.parametrize("command", ["train", "collab", "evaluate", "recommend", "embed", "quantize"])
+def test_device_help_names_its_values(command):
+    text = " ".join(help_text(command).split("--device")[1].split())
+    assert text.startswith("<device>") and "auto (GPU when present), cpu, cuda or cuda:N" in text
+
+
+def test_a_value_outside_the_choice_is_one_error_line_naming_the_choices():
+    result = invoke("train", "-d", "data", "--codes", "codes", "-o", "out", "--samples", "windows")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: Invalid value for '--samples': 'windows' is not one of 'prefix', 'window'. "
+                     "(see `mscg train --help`)"]
+
+
+# ---- train --help tells the truth about its defaults, and reads cleanly ----------------------------------------
+
+def test_warmup_and_log_every_show_their_defaults():
+    text = help_text("train")
+    assert "--warmup-steps <N|auto>" in text and "or auto (2% of the run's steps). [default: 400]" in text
+    assert "when unset" not in text
+    assert re.search(r"--log-every <int> Optimizer steps between training records.*?\[default: 50\]", text)
+    assert "or auto (2% of the run's steps). [default: auto]" in help_text("collab")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_range_in_the_metavar(stage):
+    text = help_text(stage)
+    assert "int range" not in text and "<=x<=" not in text and "<str>" not in text.split("--device")[-1][:30]
+
+
+def test_warmup_steps_auto_and_a_bad_value(tmp_path):
+    from tests.conftest import synthetic_dataset
+    from tests.helpers import TINY_SASREC
+
+    data = synthetic_dataset(tmp_path)
+    bad = invoke("collab", "-d", data, "-o", tmp_path / "e", *TINY_SASREC, "--warmup-steps", "soon")
+    assert bad.exit_code == 2 and "--warmup-steps 'soon' must be a number of steps (0: none) or auto" in bad.stderr
+    for value in ("auto", "0"):
+        result = invoke("collab", "-d", data, "-o", tmp_path / value, *TINY_SASREC, "--warmup-steps", value)
+        assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ from mscg.errors import DataError
 
 META_FILE = "meta.json"
 MODALITIES = ("text", "image", "collab")  # also the fixed order of modalities in a code
+QUANTIZER_METHODS = ("rq-kmeans", "rq-vae", "rq-dino")  # `quantize --method`: the keys of mscg.quantizers.QUANTIZERS
 
 # Bumped when a kind's on-disk layout changes; a newer artifact is refused with an upgrade hint.
 SCHEMA_VERSIONS = {"embeddings": 1, "quantizer": 1, "codes": 1, "model": 1}

@@ -8,15 +8,15 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
 from mscg.artifacts.atomic import FILE_SIZE_LIMIT, NO_SPACE, release_all, write_limit, write_text_atomic
-from mscg.console import error, info
+from mscg.console import error, info, is_quiet
 from mscg.errors import MscgError, UsageError
-from mscg.training.defaults import DEFAULT_LOG_EVERY
+from mscg.training.defaults import DEFAULT_LOG_EVERY, PRECISIONS
 
 DEBUG = {"on": os.environ.get("MSCG_DEBUG") == "1"}
 ROOM = {NO_SPACE: "free some space", FILE_SIZE_LIMIT: "raise the limit"}  # what to do about a write_limit
@@ -28,9 +28,12 @@ OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output director
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                        help="Random seed: same seed, same result on the same machine.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="Training arithmetic on CUDA: fp32, or bf16 (autocast). "
-                                          "The CPU always trains in fp32.")]
+DEVICE_METAVAR = "<device>"  # not a fixed set (cuda:N), so no Choice: the help names the forms
+DeviceOpt = Annotated[str, typer.Option("--device", metavar=DEVICE_METAVAR,
+                                        help="auto (GPU when present), cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[Literal[PRECISIONS], typer.Option(
+    "--precision", help="Training arithmetic on CUDA: fp32, or bf16 (autocast). "
+                        "The CPU always trains in fp32.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint "
                                          "(or a finished one kept with --keep-checkpoint, with --force; the "
                                          "budget flags --epochs, --patience, --validate-every may change, and "
@@ -46,13 +49,34 @@ LrOpt = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up +
 WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay.")]
 PatienceOpt = Annotated[int, typer.Option(help="Validations without a better NDCG@10 before stopping (never "
                                           "before the warm-up ends).")]
-WarmupStepsOpt = Annotated[int | None, typer.Option(help="Steps of linear learning-rate warm-up (when unset: 2% of "
-                                                    "the run's steps).")]
+WarmupStepsOpt = Annotated[str, typer.Option(metavar="<N|auto>", help="Steps of linear learning-rate warm-up: N "
+                                              "(0: none), or auto (2% of the run's steps).")]
 ValidateEveryOpt = Annotated[int, typer.Option(help="Epochs between validations (the last epoch is always "
                                                "validated).")]
-LogEveryOpt = Annotated[int | None, typer.Option(help="Optimizer steps between training records: the mean loss "
-                                                "and learning rate, in meta.json and training_log.csv (default "
-                                                f"{DEFAULT_LOG_EVERY}).", show_default=False)]
+LogEveryOpt = Annotated[int, typer.Option(help="Optimizer steps between training records: the mean loss and "
+                                          "learning rate, in meta.json and training_log.csv.")]
+QuantizeLogEveryOpt = Annotated[int | None, typer.Option(
+    "--log-every", help="Optimizer steps between training records (rq-vae, rq-dino): the mean loss and learning "
+                        f"rate, in meta.json and training_log.csv (default: {DEFAULT_LOG_EVERY}).",
+    show_default=False)]
+
+
+def warmup_text(steps: int | None) -> str:
+    """A LoopConfig's warmup_steps as --warmup-steps shows it: N, or auto (None: 2% of the run's steps)."""
+    return "auto" if steps is None else str(steps)
+
+
+def parse_warmup(text: str) -> int | None:
+    """--warmup-steps N (0: none) or auto (None: the loop's 2% rule)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        steps = int(text)
+    except ValueError:
+        raise UsageError(f"--warmup-steps {text!r} must be a number of steps (0: none) or auto") from None
+    if steps < 0:
+        raise UsageError("--warmup-steps must be 0 or more (or auto)")
+    return steps
 
 
 def user_errors(fn):
@@ -110,6 +134,14 @@ def check_attention(d_model: int, n_heads: int, dropout: float) -> None:
         raise UsageError(f"--dropout {dropout} must be in [0, 1)")
 
 
+SUMMARY_METRICS = ("ndcg@10", "recall@10")  # the final line of collab/train; the rest is in meta.json
+
+
+def valid_summary(valid: dict[str, float]) -> str:
+    """"ndcg@10 0.1234, recall@10 0.2345": the validation metrics a run's last line names."""
+    return ", ".join(f"{k} {valid[k]:.4f}" for k in SUMMARY_METRICS if k in valid)
+
+
 def report_split(split) -> None:
     if split.dropped_users:
         info(f"dropped {split.dropped_users:,} users with fewer than 3 interactions; {len(split):,} users remain")
@@ -147,4 +179,4 @@ def write_result(output: Path | str, text: str, *, force: bool, inputs) -> None:
 
 def human_console(output: Path | str | None) -> Console:
     """Where the table for people goes: stdout, or stderr when the result itself goes to stdout."""
-    return Console(stderr=True) if is_stdout(output) else Console()
+    return Console(stderr=True, quiet=is_quiet()) if is_stdout(output) else Console()

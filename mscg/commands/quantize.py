@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
-from mscg.artifacts.meta import MODALITIES, provenance
-from mscg.commands._common import DeviceOpt, ForceOpt, LogEveryOpt, OutputOpt, ResumeOpt, SeedOpt, user_errors
+from mscg.artifacts.meta import MODALITIES, QUANTIZER_METHODS as METHODS, provenance
+from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, QuantizeLogEveryOpt, ResumeOpt, SeedOpt, user_errors
 from mscg.console import info, render, warn
 from mscg.errors import UsageError
 
@@ -236,13 +236,14 @@ def describe_stats(stats: dict[str, Any]) -> str:
 @user_errors
 def quantize_cli(
     output: OutputOpt,
-    modality: Annotated[str | None, typer.Option(help="text, image or collab (default: image for rq-dino; "
-                                                       "required otherwise).", show_default=False)] = None,
+    modality: Annotated[Literal[MODALITIES] | None, typer.Option(
+        help="text, image or collab (default: image for rq-dino; "
+             "required otherwise).", show_default=False)] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Embeddings directory to quantize "
                                                          "(rq-kmeans, rq-vae).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of items.jsonl (rq-dino trains on its "
                                                                    "images).")] = None,
-    method: Annotated[str, typer.Option(help="rq-kmeans, rq-vae, or rq-dino "
+    method: Annotated[Literal[METHODS], typer.Option(help="rq-kmeans, rq-vae, or rq-dino "
                                              "(learns from the item images).")] = "rq-kmeans",
     n_levels: Annotated[int, typer.Option(help="Quantizer levels (a collision level is added by assign-codes).")] = 3,
     codebook_size: Annotated[str, typer.Option(help="Codewords per level: auto (the smallest power of two >= "
@@ -256,7 +257,7 @@ def quantize_cli(
                           ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (rq-vae, rq-dino; default: 1e-3 (rq-vae), 5e-4 "
                                                   "(rq-dino)).")] = None,
-    log_every: LogEveryOpt = None,
+    log_every: QuantizeLogEveryOpt = None,
     backbone: Annotated[str | None, typer.Option(help="rq-dino backbone: efficientnet-lite0 (pretrained) or "
                                                       "vit-small (from scratch).")] = None,
     image_size: Annotated[int | None, typer.Option(help="rq-dino global crop size in pixels.")] = None,

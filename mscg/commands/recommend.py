@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import typer
@@ -208,11 +208,13 @@ def recommend_cli(
     include_history: Annotated[bool, typer.Option("--include-history/--exclude-history", help="Rank the items "
                                                   "already in the user's history too (for repeat consumption); "
                                                   "by default they are left out.")] = False,
-    on_error: Annotated[str, typer.Option(help="A bad input line: fail (stop, write nothing) or skip (answer the "
-                                               "other lines; stderr counts and names the skipped ones).")] = "fail",
-    fallback: Annotated[str, typer.Option(help="A user with no known history item: none (an error), or popular "
-                                               "(the items most often in the model's training data, scored by "
-                                               "that count; the line gets \"fallback\": \"popular\").")] = "none",
+    on_error: Annotated[Literal[ON_ERRORS], typer.Option(
+        help="A bad input line: fail (stop, write nothing) or skip (answer the "
+             "other lines; stderr counts and names the skipped ones).")] = "fail",
+    fallback: Annotated[Literal[FALLBACKS], typer.Option(
+        help="A user with no known history item: none (an error), or popular "
+             "(the items most often in the model's training data, scored by "
+             "that count; the line gets \"fallback\": \"popular\").")] = "none",
     no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,

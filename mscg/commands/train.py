@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from mscg.artifacts.atomic import check_output, main_rank_output
-from mscg.artifacts.meta import meta_inputs, provenance
+from mscg.artifacts.meta import MODALITIES, meta_inputs, provenance
 from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
                                    OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
-                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention,
+                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention, valid_summary,
+                                   parse_warmup, warmup_text,
                                    report_split, user_errors)
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
@@ -176,10 +177,12 @@ def train_cli(
     output: OutputOpt,
     modalities: Annotated[str | None, typer.Option(help="Input modalities, comma-separated (default: all in the "
                                                         "codes).")] = None,
-    decode: Annotated[str, typer.Option(help="Modality whose codes are generated: collab, text or image.")
-                      ] = MODEL.decode_modality,
-    constraint: Annotated[str, typer.Option(help="Constrained sequence learning: trie (softmax over valid "
-                                                 "continuations), level, or off.")] = MODEL.constraint,
+    decode: Annotated[Literal[MODALITIES], typer.Option(
+        help="Modality whose codes are generated: collab, text or image.")
+    ] = MODEL.decode_modality,
+    constraint: Annotated[Literal[CONSTRAINTS], typer.Option(
+        help="Constrained sequence learning: trie (softmax over valid "
+             "continuations), level, or off.")] = MODEL.constraint,
     max_history: Annotated[int, typer.Option(help="History items the encoder reads.")] = MODEL.max_history,
     d_model: Annotated[int, typer.Option(help="Model width.")] = MODEL.d_model,
     n_layers: Annotated[int, typer.Option(help="Encoder layers.")] = MODEL.n_layers,
@@ -191,18 +194,20 @@ def train_cli(
                                                   "training.")] = MODEL.modality_mask_prob,
     dual_positions: Annotated[bool, typer.Option(help="Add item-position and code-slot embeddings.")
                               ] = MODEL.dual_positions,
-    history_encoding: Annotated[str, typer.Option(help="items: one encoder position per history item (the sum "
-                                                       "of its code-token embeddings); tokens: one per code "
-                                                       "token (the paper's reading, ~8x the compute).")
-                                ] = MODEL.history_encoding,
+    history_encoding: Annotated[Literal[HISTORY_ENCODINGS], typer.Option(
+        help="items: one encoder position per history item (the sum "
+             "of its code-token embeddings); tokens: one per code "
+             "token (the paper's reading, ~8x the compute).")
+    ] = MODEL.history_encoding,
     label_smoothing: Annotated[float, typer.Option(help="Share of each target spread evenly over the tokens "
                                                         "the constraint permits (0: plain cross-entropy).")
                                ] = MODEL.label_smoothing,
-    train_trie: Annotated[str, typer.Option(help="Items whose codes the trie constraint of the training loss "
-                                                 "covers: all (the paper), or trained (those with training "
-                                                 "interactions: an item training never meets, new or withheld, "
-                                                 "is then no negative, and stays decodable).")
-                          ] = MODEL.train_trie,
+    train_trie: Annotated[Literal[TRAIN_TRIES], typer.Option(
+        help="Items whose codes the trie constraint of the training loss "
+             "covers: all (the paper), or trained (those with training "
+             "interactions: an item training never meets, new or withheld, "
+             "is then no negative, and stays decodable).")
+    ] = MODEL.train_trie,
     dense_content: Annotated[list[Path] | None, typer.Option(
         "--dense-content", help="Beyond the paper (LIGER-style): also train a dense head that scores every item by "
         "these text/image embeddings (from `mscg embed`; repeat per modality), for `mscg fuse` to re-rank the beam "
@@ -214,9 +219,10 @@ def train_cli(
                                ] = MODEL.dense_negatives,
     dense_temperature: Annotated[float, typer.Option(help="Temperature of the dense head's cosine scores.")
                                  ] = MODEL.dense_temperature,
-    samples: Annotated[str, typer.Option(help="prefix: one training prefix per sample, a bidirectional encoder "
-                                              "(the paper's model); window: every target of a history window in "
-                                              "one pass, a causal encoder.")] = MODEL.samples,
+    samples: Annotated[Literal[SAMPLES], typer.Option(
+        help="prefix: one training prefix per sample, a bidirectional encoder "
+             "(the paper's model); window: every target of a history window in "
+             "one pass, a causal encoder.")] = MODEL.samples,
     window_stride: Annotated[int | None, typer.Option(help="--samples window: a window starts every this many "
                                                            "items and trains on its last this many targets "
                                                            "(default: half of --max-history).")] = None,
@@ -228,7 +234,7 @@ def train_cli(
     patience: PatienceOpt = GENERATOR_LOOP.patience,
     validate_every: ValidateEveryOpt = GENERATOR_LOOP.validate_every,
     log_every: LogEveryOpt = GENERATOR_LOOP.log_every,
-    warmup_steps: WarmupStepsOpt = GENERATOR_LOOP.warmup_steps,
+    warmup_steps: WarmupStepsOpt = warmup_text(GENERATOR_LOOP.warmup_steps),
     valid_users: Annotated[int, typer.Option(help="Users validated after each epoch (a seeded sample when there "
                                                   "are more).")] = DEFAULT_VALID_USERS,
     beam_size: Annotated[int, typer.Option(help="Beam size for validation (and the default for evaluate).")
@@ -259,7 +265,7 @@ def train_cli(
                              train_trie=train_trie, dense_loss_weight=dense_loss_weight,
                              dense_negatives=dense_negatives, dense_temperature=dense_temperature)
     loop = replace(GENERATOR_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   patience=patience, validate_every=validate_every, warmup_steps=warmup_steps,
+                   patience=patience, validate_every=validate_every, warmup_steps=parse_warmup(warmup_steps),
                    precision=precision, seed=seed, log_every=log_every)
     r = train(data, codes, output, config=config, loop=loop, modalities=modalities, valid_users=valid_users,
               beam_size=beam_size, window_stride=window_stride, dense_content=dense_content, device=device,
@@ -268,5 +274,5 @@ def train_cli(
     from mscg.training import distributed as dist
 
     if dist.is_main():
-        valid = ", ".join(f"{k} {v:.4f}" for k, v in r.valid.items())
-        info(f"wrote {output}: best epoch {r.best_epoch} (valid {valid}); {r.targets_per_second:,.0f} targets/s")
+        info(f"wrote {output}: best epoch {r.best_epoch} (valid {valid_summary(r.valid)}); "
+             f"{r.targets_per_second:,.0f} targets/s")

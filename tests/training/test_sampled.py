@@ -123,7 +123,7 @@ def test_collab_records_the_loss_it_chose(data, tmp_path):
 
 
 @pytest.mark.parametrize("flags,needle", [(("--negatives", "-1"), "--negatives"),
-                                          (("--negative-sampler", "in-batch"), "uniform, popularity")])
+                                          (("--negative-sampler", "in-batch"), "'uniform', 'popularity'")])
 def test_collab_refuses_bad_loss_flags(data, tmp_path, flags, needle):
     assert_refused(invoke("collab", "-d", data, "-o", tmp_path / "e", *TINY_SASREC, *flags), 2, needle,
                    output=tmp_path / "e")
