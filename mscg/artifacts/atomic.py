@@ -246,11 +246,6 @@ def write_limit(exc: BaseException, where: Path) -> str | None:
     return None
 
 
-def is_disk_full(exc: BaseException, where: Path) -> bool:
-    """Whether `exc` is a write stopped for room (`write_limit`): a full disk, a quota or a file-size limit."""
-    return write_limit(exc, where) is not None
-
-
 def disk_full_error(path: Path, kept: Path | None = None, reason: str = NO_SPACE) -> WriteError:
     then = (f"rerun the same command with --resume (the last checkpoint is kept in {kept})" if kept is not None
             else "rerun the same command")

@@ -17,13 +17,12 @@ from mscg.errors import UsageError
 
 def serve(model_path: Path, *, host: str = "127.0.0.1", port: int = 8000, k: int = 10, device: str = "auto",
           beam_size: int | None = None, codes: Path | None = None, verify: bool = True, on_ready=None,
-          max_batch: int | None = None) -> None:
+          max_batch: int = DEFAULT_BATCH_SIZE) -> None:
     """Serve until interrupted (Ctrl-C, SIGTERM). `on_ready(url)` is called once the socket listens.
-    `max_batch`: users ranked together in one model call (default MAX_BATCH_USERS; 1: each request alone)."""
+    `max_batch`: users ranked together in one model call (1: each request alone)."""
     from mscg.api import load
-    from mscg.serve import MAX_BATCH_USERS, MAX_K, listen, make_app, make_server
+    from mscg.serve import MAX_K, listen, make_app, make_server
 
-    max_batch = MAX_BATCH_USERS if max_batch is None else max_batch
     if max_batch < 1:
         raise UsageError(f"--max-batch {max_batch} must be at least 1 (1: no micro-batching)")
 

@@ -7,9 +7,9 @@ NOTE: trained with softmax cross-entropy (not the paper's sampled BCE), which pu
 markedly stronger: over all items, or, for large catalogues, over the target and sampled negatives (sampled
 softmax, as in eSASRec, Tikhonovich et al., RecSys 2025; mscg's negatives are shared by the batch, their
 logits logQ-corrected so that the loss estimates the full softmax's, and a negative equal to the target is
-masked). Positions count from the right end
-of the `max_history` window (the paper's ids for a full window), so a history with its padding trimmed, or
-packed into a row with others, keeps its items' positions. Pre-LayerNorm blocks, GELU feed-forward.
+masked). Positions count from the right end of the `max_history` window (the paper's ids for a full window), so
+a history with its padding trimmed, or packed into a row with others, keeps its items' positions. Pre-LayerNorm
+blocks, GELU feed-forward.
 """
 
 from __future__ import annotations

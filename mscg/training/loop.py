@@ -31,6 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from mscg.artifacts.modeldir import non_finite
 from mscg.errors import DataError, DivergedError, UsageError
 from mscg.training import distributed as dist
 from mscg.training.defaults import DEFAULT_LOG_EVERY, LoopConfig
@@ -149,7 +150,7 @@ def train_loop(
     saved = {"step": resumed_from}  # the step of the checkpoint on disk, if any
 
     def save_checkpoint() -> None:
-        if not _all_finite(core):  # a checkpoint only of weights worth resuming from
+        if non_finite(core) is not None:  # a checkpoint only of weights worth resuming from
             raise _diverged(state, "the weights are no longer finite", config.lr, saved["step"])
         state["seconds"] = seconds_before + time.perf_counter() - started
         _save_checkpoint(ckpt_path, core, optimizer, scheduler, state, best_state, fingerprint)
@@ -195,7 +196,7 @@ def train_loop(
                 last_checkpoint = time.monotonic()
         # End of epoch: validate (every validate_every epochs, and the last), keep the best weights, maybe stop.
         value, is_best, scores = None, False, {}
-        if not _all_finite(core):  # the last step overflowed: nothing to validate (NaN would rank as a hit)
+        if non_finite(core) is not None:  # the last step overflowed: nothing to validate (NaN would rank as a hit)
             raise _diverged(state | {"epoch": epoch}, "the weights are no longer finite", config.lr, saved["step"])
         if validate is not None and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
             model.eval()
@@ -238,10 +239,6 @@ def train_loop(
     yield Event("done", epoch=state["epoch"], step=state["step"], total_steps=total_steps,
                 metric=state["best_metric"])
     return result
-
-
-def _all_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _diverged(state: dict[str, Any], what: str, lr: float, saved_step: int | None) -> DivergedError:
