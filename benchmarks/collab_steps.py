@@ -28,7 +28,7 @@ from mscg.data.samples import SASRecWindows  # noqa: E402
 from mscg.data.split import load_dataset  # noqa: E402
 from mscg.models.sasrec import SASRec, SASRecConfig  # noqa: E402
 from mscg.models.sasrec_config import DEFAULT_NEGATIVES  # noqa: E402
-from mscg.training.distributed import resolve_device  # noqa: E402
+from mscg.devices import resolve_device  # noqa: E402
 from mscg.training.sasrec import NegativeSamples  # noqa: E402
 
 BASELINE = "full softmax, padded"

@@ -57,7 +57,7 @@ from benchmarks._common import (  # noqa: E402
 def synthetic_model(n_items: int, seed: int, constraint: str):
     """(model, history tokenizer, trie, item count, histories) over random codes: 3 modalities x 3 x 256 + collision."""
     from mscg.artifacts.codes import Codes, Vocabulary, collision_level
-    from mscg.generator_recommender import generator_parts
+    from mscg.recommenders.generator import generator_parts
     from mscg.models.generator import Generator, GeneratorConfig
 
     rng = np.random.default_rng(seed)
@@ -85,9 +85,9 @@ def synthetic_model(n_items: int, seed: int, constraint: str):
 
 def trained_model(model_dir: Path, data: Path, codes: Path | None, seed: int, device: torch.device):
     from mscg.data.split import load_dataset
-    from mscg.recommenders import load_recommender
+    from mscg import recommenders
 
-    rec = load_recommender(model_dir, device, beam_size=20, codes_path=codes)
+    rec = recommenders.load(model_dir, device, beam_size=20, codes_path=codes)
     ds = load_dataset(data)
     if rec.item_ids != ds.catalogue.item_ids:
         sys.exit(f"{model_dir} was trained on another catalogue than {data}")
@@ -142,7 +142,7 @@ def run(args) -> dict:
     native = model.config.constraint
     source.update({"constraint": native, "depth": trie.depth, "level_sizes": trie.sizes,
                    "history_encoding": model.config.history_encoding, "d_model": model.config.d_model,
-                   "n_layers": model.config.n_layers, "n_decoder_layers": model.config.n_decoder_layers,
+                   "n_layers": model.config.n_layers, "n_decoder_layers": model.config.decoder_layers,
                    "parameters": sum(p.numel() for p in model.parameters())})
     prefixes = prefix_table(model, trie) if not args.no_hf else None
     k_eval = min(args.k, min(args.beams))

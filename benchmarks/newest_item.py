@@ -33,7 +33,7 @@ from report import machine, publish, work_folder_arguments  # noqa: E402
 
 from mscg.data.split import load_dataset  # noqa: E402
 from mscg.metrics import means, metric_sums, ranks_from_lists  # noqa: E402
-from mscg.recommenders import load_recommender  # noqa: E402
+from mscg import recommenders  # noqa: E402
 
 TASKS = ("valid", "test", "skip")
 
@@ -65,7 +65,7 @@ def main() -> None:
     for seed in args.seeds:
         for model in args.models:
             print(f"[{datetime.datetime.now():%H:%M:%S}] seed {seed}: {model}", flush=True)
-            recommender = load_recommender(args.work / f"seed{seed}" / model, torch.device(args.device))
+            recommender = recommenders.load(args.work / f"seed{seed}" / model, torch.device(args.device))
             runs.setdefault(model, {})[str(seed)] = {task: round(ndcg10(recommender, *pairs[task]), 6)
                                                      for task in TASKS}
     results = {"runs": runs, "users": len(split), "machine": machine(args.device),

@@ -37,6 +37,8 @@ def main() -> None:
     total = time.perf_counter() - started
     metrics = json.loads((args.work / "metrics.json").read_text())
     seconds = json.loads((args.work / "stage_seconds.json").read_text())
+    peaks_file = args.work / "stage_peak_mib.json"  # pipeline.sh writes it since the large-catalogue work
+    peaks = json.loads(peaks_file.read_text()) if peaks_file.exists() else {}
     if args.report_only:
         total = sum(seconds.values())
     lines = [f"### Pipeline: {args.name} (examples/pipeline.sh, default settings)", "", stamp(args.device), "",
@@ -45,10 +47,11 @@ def main() -> None:
     for name, m in metrics.items():
         lines.append(f"| {name} | {m['recall@5']:.4f} | {m['recall@10']:.4f} | {m['ndcg@5']:.4f} | "
                      f"{m['ndcg@10']:.4f} | {m['users']:,} | {m['eval_seconds']:.1f} |")
-    lines += ["", "Wall time per stage (seconds, including process start-up):", "",
-              "| stage | seconds |", "|---|---|"]
-    lines += [f"| {stage} | {s:.1f} |" for stage, s in seconds.items()]
-    lines += [f"| **total** | **{total:.1f}** |", ""]
+    lines += ["", "Wall time (seconds, including process start-up) and peak resident memory of each stage:", "",
+              "| stage | seconds | peak MiB |", "|---|---|---|"]
+    lines += [f"| {stage} | {s:.1f} | {peaks[stage]:,} |" if stage in peaks else f"| {stage} | {s:.1f} | - |"
+              for stage, s in seconds.items()]
+    lines += [f"| **total** | **{total:.1f}** ({total / 60:.1f} min) | **{max(peaks.values(), default=0):,}** |", ""]
     throughput = []
     for stage, model in (("collab (SASRec)", "sasrec"), ("train (generator)", "mscgrec")):
         meta = args.work / model / "meta.json"

@@ -133,7 +133,7 @@ def step_model(work: Path, seed: int) -> dict:
 
     from mscg.artifacts.codes import load_codes
     from mscg.artifacts.modeldir import copy_codes_into, save_model_dir
-    from mscg.generator_recommender import DEFAULT_BEAM_SIZE
+    from mscg.recommenders.defaults import DEFAULT_BEAM_SIZE
     from mscg.models.generator import Generator, GeneratorConfig
 
     codes = load_codes(work / "codes")
@@ -165,11 +165,11 @@ def sample_users(path: Path, n_users: int, n_decode: int):
 def step_decode(work: Path, n_users: int, n_decode: int, beam: int, batch_size: int, device: str) -> dict:
     import torch
 
-    from mscg.recommenders import load_recommender
-    from mscg.training.distributed import resolve_device
+    from mscg import recommenders
+    from mscg.devices import resolve_device
 
     start = time.perf_counter()
-    rec = load_recommender(work / "model", resolve_device(device), beam_size=beam, codes_path=None)
+    rec = recommenders.load(work / "model", resolve_device(device), beam_size=beam, codes_path=None)
     index = {item_id: i for i, item_id in enumerate(rec.item_ids)}
     loaded = time.perf_counter()
     decoded = 0
@@ -263,7 +263,7 @@ def step_collab(work: Path, k: int, negatives: int | None, device: str) -> dict:
 
     from mscg.data.split import load_dataset
     from mscg.models.sasrec_config import SASRecConfig
-    from mscg.training.distributed import resolve_device
+    from mscg.devices import resolve_device
     from mscg.training.sasrec import SASREC_LOOP, fit_sasrec
 
     ds = load_dataset(work / "data")
@@ -279,7 +279,7 @@ def step_train(work: Path, k: int, device: str) -> dict:
     from mscg.artifacts.codes import load_codes
     from mscg.data.split import load_dataset
     from mscg.models.generator import GeneratorConfig
-    from mscg.training.distributed import resolve_device
+    from mscg.devices import resolve_device
     from mscg.training.generator import GENERATOR_LOOP, fit_generator
 
     ds = load_dataset(work / "data")

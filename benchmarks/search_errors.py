@@ -30,7 +30,7 @@ from report import machine, publish, work_folder_arguments  # noqa: E402
 
 from mscg.data.split import load_dataset  # noqa: E402
 from mscg.popularity import GROUPS, popularity_groups, train_counts  # noqa: E402
-from mscg.recommenders import load_recommender  # noqa: E402
+from mscg import recommenders  # noqa: E402
 
 SPLITS = ("valid", "test")
 
@@ -89,7 +89,7 @@ def main() -> None:
                 print(f"seed {seed}: no {model} in {folder.parent}; skipped", flush=True)
                 continue
             print(f"[{datetime.datetime.now():%H:%M:%S}] seed {seed}: {model}", flush=True)
-            recommender = load_recommender(folder, torch.device(args.device))
+            recommender = recommenders.load(folder, torch.device(args.device))
             if recommender.kind not in ("mscg-generator", "sasrec"):
                 raise SystemExit(f"{folder} is a {recommender.kind} model; this script reads generators and SASRec")
             runs.setdefault(model, {})[str(seed)] = {which: split_errors(recommender, dataset.split, counts, which)

@@ -39,6 +39,7 @@ from report import machine, publish  # noqa: E402
 
 import mscg.data.split as split_module  # noqa: E402
 import mscg.training.generator as generator_training  # noqa: E402
+from mscg.evaluation import validation_users  # noqa: E402
 from mscg.metrics import add_sums, metric_sums  # noqa: E402
 from mscg.training.defaults import GENERATOR_LOOP  # noqa: E402
 from mscg.training.validation import popularity_thirds  # noqa: E402
@@ -70,7 +71,7 @@ def train_recording_test(mode: str, data: Path, codes: Path, output: Path, seed:
         return HeldOutSplit(s.user_ids, s.sequences, s.dropped_users) if mode == "held" else s
 
     def fit(config, loop, codes_, ds, **kw):
-        users = generator_training.validation_users(len(ds.split), kw["valid_users"], loop.seed)
+        users = validation_users(len(ds.split), kw["valid_users"], loop.seed)
         # by the test target's count in the standard training split (as `evaluate --by-popularity` groups them)
         standard = split_module.Split(ds.split.user_ids, ds.split.sequences, ds.split.dropped_users)
         by_test_target.update(popularity_thirds(standard, users, len(ds.catalogue), target="test"))

@@ -35,7 +35,7 @@ def build(data: Path, codes_path: Path, samples: str, device: torch.device, seed
     from mscg.artifacts.codes import load_codes
     from mscg.data.samples import GeneratorSamples, GeneratorWindows
     from mscg.data.split import load_dataset
-    from mscg.generator_recommender import generator_parts
+    from mscg.recommenders.generator import generator_parts
     from mscg.models.generator import Generator, GeneratorConfig
     from mscg.training.generator import default_window_stride
 

@@ -5,7 +5,8 @@
 #
 # DATA_DIR holds items.jsonl + interactions.jsonl (see README). WORK_DIR receives every stage's
 # artifact, WORK_DIR/metrics.json ({"sasrec": {...}, "mscgrec": {...}, ...}; test split) and
-# WORK_DIR/stage_seconds.json (wall time of each stage). Reruns replace earlier outputs.
+# WORK_DIR/stage_seconds.json (wall time of each stage) and WORK_DIR/stage_peak_mib.json (each stage's peak resident
+# memory). Reruns replace earlier outputs.
 # The generators train `mscg train`'s full default regime on a GPU; on a CPU they get a budget of GEN_EPOCHS
 # epochs (default 30 of the regime's 100, so that the quickstart stays under half an hour on 2 cores; said on
 # stderr at the end).
@@ -39,18 +40,30 @@ mkdir -p "$WORK"
 TIMES="$WORK/stage_seconds.tsv"
 : > "$TIMES"
 
-stage() {  # stage NAME ARGS...: run one mscg command and record its wall time
+stage() {  # stage NAME ARGS...: run one mscg command and record its wall time and peak memory
     local name=$1; shift
     echo "== $name: $MSCG $*" >&2
-    local start end
-    start=$(date +%s.%N)
     if [ "$1" = evaluate ]; then
-        $MSCG "$@" > /dev/null  # its table: the comparison at the end shows every run in one
+        timed "$name" "$@" > /dev/null  # its table: the comparison at the end shows every run in one
     else
-        $MSCG "$@"
+        timed "$name" "$@"
     fi
-    end=$(date +%s.%N)
-    printf '%s\t%s\t%s\n' "$name" "$start" "$end" >> "$TIMES"
+}
+
+timed() {  # timed NAME ARGS...: $MSCG ARGS, its seconds and peak resident MiB appended to $TIMES
+    local name=$1; shift
+    # shellcheck disable=SC2086  # MSCG may be a command with arguments ("python -m mscg")
+    python3 -c '
+import resource, subprocess, sys, time
+times, name, *command = sys.argv[1:]
+start = time.perf_counter()
+code = subprocess.call(command)
+seconds = time.perf_counter() - start
+peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+if code == 0:
+    with open(times, "a") as f:
+        f.write(f"{name}\t{seconds:.1f}\t{peak_mib:.0f}\n")
+sys.exit(code)' "$TIMES" "$name" $MSCG "$@"
 }
 
 has_images=0
@@ -89,13 +102,14 @@ if [ "$has_images" = 1 ]; then
 fi
 
 $MSCG --quiet compare "${entries[@]}" -o "$WORK/metrics.json" --force  # the one table (stdout); "wrote" below
-python3 - "$TIMES" "$WORK/stage_seconds.json" <<'PY'
+python3 - "$TIMES" "$WORK/stage_seconds.json" "$WORK/stage_peak_mib.json" <<'PY'
 import json, sys
 rows = [line.split("\t") for line in open(sys.argv[1]).read().splitlines() if line]
-json.dump({name: round(float(end) - float(start), 1) for name, start, end in rows}, open(sys.argv[2], "w"), indent=2)
+json.dump({name: float(seconds) for name, seconds, _ in rows}, open(sys.argv[2], "w"), indent=2)
+json.dump({name: int(peak) for name, _, peak in rows}, open(sys.argv[3], "w"), indent=2)
 PY
 rm -f "$TIMES"
-echo "wrote $WORK/metrics.json and $WORK/stage_seconds.json" >&2
+echo "wrote $WORK/metrics.json, $WORK/stage_seconds.json and $WORK/stage_peak_mib.json" >&2
 if [ -n "$GEN_EPOCHS" ]; then
     echo "budget: the generators trained at most $GEN_EPOCHS epochs, the learning rate decaying over those (GEN_EPOCHS;" \
          "\`mscg train\` alone, and this script on a GPU, use the full default regime of up to 100); see README" \

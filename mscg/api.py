@@ -6,7 +6,7 @@
     model.recommend(["50", "172", "181"], k=5)    # [("98", -0.41), ...]: best first, the history left out
     model.recommend_batch([["50"], ["172", "181"]], k=5)
 
-A `Model` keeps the loaded recommender (`mscg.recommenders`, which works on dense item indices) and maps
+A `Model` keeps the loaded recommender (`mscg.recommenders.load`, which works on dense item indices) and maps
 item ids in and out; `mscg recommend` ranks through the same methods. Ids given as integers are read as
 their decimal strings (`50` is item "50"). An id the model does not know raises `UnknownItemError` (or is
 dropped with `skip_unknown=True`); a history left with no known item raises a `DataError`, or gets the
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from mscg.errors import DataError, UnknownItemError, UsageError
+from mscg.recommenders.defaults import EVAL_BATCH_SIZE, EXCLUDE_HISTORY_RECOMMENDING
 
 FALLBACKS = ("none", "popular")
-DEFAULT_BATCH_SIZE = 256
 # What a model's scores are (`Model.score_kind`, "score_kind" in `mscg recommend` and `mscg serve` answers): they
 # compare within one answer, not across kinds. A fused score is a weighted sum of its parts' log-probabilities.
 SCORE_KINDS = {"mscg-generator": "log-probability", "sasrec": "inner-product", "fused": "fused"}
@@ -62,10 +62,10 @@ def load(path: str | Path, device: str = "auto", *, beam_size: int | None = None
     (auto, the default as in the CLI: the GPU when present; or cpu, cuda, cuda:N). A generator uses the codes
     inside its directory unless `codes` names others; `verify` refuses codes whose SHA-256 differs from the one its
     meta.json records."""
-    from mscg.recommenders import load_recommender
-    from mscg.training.distributed import resolve_device
+    from mscg.devices import resolve_device
+    from mscg import recommenders
 
-    recommender = load_recommender(Path(path), resolve_device(device), beam_size=beam_size,
+    recommender = recommenders.load(Path(path), resolve_device(device), beam_size=beam_size,
                                    codes_path=Path(codes) if codes is not None else None, verify=verify)
     return Model(recommender, Path(path))
 
@@ -81,7 +81,7 @@ class Model:
         self.score_kind: str = SCORE_KINDS[self.kind]
         self.item_ids: list[str] = list(recommender.item_ids)
         self.index: dict[str, int] = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        self._counts: np.ndarray | None = None
+        self._popularity = None  # a PopularityRecommender, when a fallback first asks
 
     def __repr__(self) -> str:
         return f"<mscg.Model {self.kind} {str(self.path)!r}: {len(self.item_ids):,} items>"
@@ -91,17 +91,18 @@ class Model:
 
     # ---- on item ids ------------------------------------------------------------------------------------
 
-    def recommend(self, history_item_ids: Iterable[str], k: int = 10, *, exclude_history: bool = True,
-                  skip_unknown: bool = False, fallback: str = "none") -> list[tuple[str, float]]:
+    def recommend(self, history_item_ids: Iterable[str], k: int = 10, *,
+                  exclude_history: bool = EXCLUDE_HISTORY_RECOMMENDING, skip_unknown: bool = False,
+                  fallback: str = "none") -> list[tuple[str, float]]:
         """The k best next items for one history (oldest first) as (item_id, score), best first. Scores are
         `score_kind`: log-probabilities (generator), inner products (SASRec) or fused log-probabilities; training
         counts for a fallback (`popular`); fewer than k items when fewer remain."""
         return self.recommend_batch([history_item_ids], k, exclude_history=exclude_history,
                                     skip_unknown=skip_unknown, fallback=fallback)[0]
 
-    def recommend_batch(self, histories: Sequence[Iterable[str]], k: int = 10, *, exclude_history: bool = True,
-                        skip_unknown: bool = False, fallback: str = "none",
-                        batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[tuple[str, float]]]:
+    def recommend_batch(self, histories: Sequence[Iterable[str]], k: int = 10, *,
+                        exclude_history: bool = EXCLUDE_HISTORY_RECOMMENDING, skip_unknown: bool = False,
+                        fallback: str = "none", batch_size: int = EVAL_BATCH_SIZE) -> list[list[tuple[str, float]]]:
         """`recommend` for several histories at once (ranked `batch_size` at a time): one list per history.
         `fallback="popular"`: a history with no known item gets the items most often in training, scored by
         that count."""
@@ -140,8 +141,9 @@ class Model:
 
     # ---- on dense indices (what `mscg recommend` uses) ---------------------------------------------------
 
-    def rank_indices(self, histories: Sequence[np.ndarray], k: int, *, exclude_history: bool = True,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[tuple[int, float]]]:
+    def rank_indices(self, histories: Sequence[np.ndarray], k: int, *,
+                     exclude_history: bool = EXCLUDE_HISTORY_RECOMMENDING,
+                     batch_size: int = EVAL_BATCH_SIZE) -> list[list[tuple[int, float]]]:
         """(item index, score) lists, best first, for non-empty histories of dense indices."""
         out: list[list[tuple[int, float]]] = []
         for start in range(0, len(histories), batch_size):
@@ -160,14 +162,11 @@ class Model:
     def popular_indices(self, k: int, asked_by: str) -> list[tuple[int, float]]:
         """(item index, training count) of the k most popular items; `asked_by` names the option in the
         message for a model whose meta.json records no popularity."""
-        from mscg.popularity import most_popular, no_counts_error, recorded_train_counts
+        from mscg.recommenders.popularity import PopularityRecommender
 
-        if self._counts is None:
-            self._counts = recorded_train_counts(self.recommender.meta, len(self.item_ids), self.path)
-            if self._counts is None:
-                raise no_counts_error(asked_by, self.path)
-
-        return [(int(i), float(self._counts[i])) for i in most_popular(self._counts, k)]
+        if self._popularity is None:
+            self._popularity = PopularityRecommender.of_model(self.recommender, self.path, asked_by)
+        return self._popularity.most_popular(k)
 
 
 def check_request(k: int, fallback: str, batch_size: int) -> None:

@@ -63,7 +63,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from mscg import __version__
-from mscg.api import DEFAULT_BATCH_SIZE, POPULARITY, Model, item_key
+from mscg.api import POPULARITY, Model, item_key
+from mscg.recommenders.defaults import EVAL_BATCH_SIZE
 from mscg.errors import MscgError
 
 MAX_BODY_BYTES = 16 * 2**20
@@ -73,7 +74,7 @@ MAX_ID_CHARS = 256
 MAX_USERS = 10_000
 MAX_HISTORY = 10_000  # the model reads the last max_history items; the others are only left out of the answer
 MAX_ANSWER_ITEMS = 1_000_000
-MAX_BATCH_USERS = DEFAULT_BATCH_SIZE  # users ranked by one model call
+MAX_BATCH_USERS = EVAL_BATCH_SIZE  # users ranked by one model call
 BATCH_WAIT_S = 0.002
 BACKLOG = 2048
 INLINE_BODY_BYTES = 64 * 2**10  # larger bodies are parsed and answered off the event loop

@@ -134,7 +134,7 @@ def test_load_defaults_to_the_cli_device(pipe):
     import inspect
 
     import mscg.api
-    from mscg.training.distributed import resolve_device
+    from mscg.devices import resolve_device
 
     for load in (mscg.load, mscg.api.load):
         assert inspect.signature(load).parameters["device"].default == "auto"

@@ -15,8 +15,8 @@ import torch
 import mscg
 from mscg.data.coldstart import WITHHELD_FILE
 from mscg.data.split import load_dataset
-from mscg.fused import WEIGHTS, FusedRecommender
-from mscg.recommenders import load_recommender
+from mscg.recommenders import load as load_recommender
+from mscg.recommenders.fused import WEIGHTS, FusedRecommender
 from tests.conftest import synthetic_dataset
 from tests.helpers import TINY_GENERATOR, TINY_SASREC, assert_refused, invoke, ok, one_thread, structured_vectors
 
@@ -258,7 +258,7 @@ def test_fuse_without_a_dense_model_needs_a_dense_head(cold, tmp_path):
 
 
 def test_weight_grid_covers_the_simplex_once():
-    from mscg.fused import weight_grid
+    from mscg.recommenders.fused import weight_grid
 
     assert weight_grid(2) == [(w, round(1 - w, 10)) for w in WEIGHTS]
     three = weight_grid(3)
@@ -268,7 +268,7 @@ def test_weight_grid_covers_the_simplex_once():
 def test_three_way_fusion_weights_each_part_and_is_chosen_on_validation(cold, dense_generator, tmp_path):
     """A generator, SASRec and the generator's dense head fused: each corner of the weights ranks as that part
     alone; `fuse GEN SASREC --dense-head` validates all 66 weightings and writes a model evaluate reads."""
-    from mscg.fused import DenseHead
+    from mscg.recommenders.dense_head import DenseHead
 
     data, work, _ = cold
     generator = load_recommender(dense_generator, torch.device("cpu"))
@@ -300,7 +300,7 @@ def test_three_way_fusion_weights_each_part_and_is_chosen_on_validation(cold, de
 def test_parts_that_never_met_an_item_abstain_on_it():
     """fused_scores: where a part abstains the others' weights are renormalised; where all weighted parts
     abstain, none does; -inf of an abstaining part does not enter."""
-    from mscg.fused import fused_scores
+    from mscg.recommenders.fused import fused_scores
 
     gen, sasrec = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-3.0, float("-inf")]])
     head = torch.tensor([[-5.0, -6.0]])
@@ -312,7 +312,7 @@ def test_parts_that_never_met_an_item_abstain_on_it():
 
 
 def test_a_fused_model_with_the_head_scores_withheld_items_by_the_head(cold, dense_generator):
-    from mscg.fused import DenseHead
+    from mscg.recommenders.dense_head import DenseHead
 
     data, work, withheld = cold
     generator = load_recommender(dense_generator, torch.device("cpu"))

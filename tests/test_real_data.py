@@ -108,5 +108,8 @@ def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_pa
     assert image["items_without_modality"] == without_poster
     assert min(image["stats"]["codebook_usage"]) > 0.25  # no collapsed codebook on real posters
     assert json.loads((w / "q_image" / "meta.json").read_text())["method"] == "rq-dino"
+    seconds, peaks = (json.loads((w / name).read_text()) for name in ("stage_seconds.json", "stage_peak_mib.json"))
+    assert set(seconds) == set(peaks) and {"embed-text", "collab", "train", "evaluate-fused"} <= set(peaks)
+    assert all(v > 0 for v in seconds.values()) and all(100 < v < 8192 for v in peaks.values())  # a torch process
     for name, m in metrics.items():
         assert m["users"] > 100 and 0 <= m["ndcg@10"] <= m["recall@10"] <= 1, (name, m)

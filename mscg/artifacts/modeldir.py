@@ -3,7 +3,9 @@
 The config is read and checked before any weight is loaded; `model_type` picks the class. A generator's
 directory also holds a copy of the codes it was trained with (`codes/`, named relatively in meta.json), so
 that the directory alone is enough to recommend, wherever it is copied or moved. A trained model also holds
-`training_log.csv` (its training records, as in meta.json's `training`; see mscg.artifacts.training_log).
+`training_log.csv` (its training records, as in meta.json's `training`; see mscg.artifacts.training_log), and
+every model directory (not a quantizer's) `README.md`, its model card (mscg.artifacts.modelcard), which no reader
+opens.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from mscg.artifacts.meta import input_record, new_meta, read_json, read_meta, write_json
+from mscg.artifacts.modelcard import write_model_card
 from mscg.artifacts.training_log import write_training_log
 from mscg.errors import DataError
 
@@ -43,12 +46,16 @@ def copy_codes_into(out_dir: Path, codes_path: Path, sha256: str | None = None) 
 
 
 def save_model_dir(out_dir: Path, kind: str, model: torch.nn.Module, config: dict[str, Any], **meta: Any) -> None:
+    """OUT_DIR (the partial directory of an atomic output): model.safetensors, config.json, meta.json, the
+    training records and, for a model (`kind` "model", not "quantizer"), its model card README.md."""
     out_dir = Path(out_dir)
     assert "model_type" in config
     save_weights(model, out_dir / WEIGHTS_FILE)
     write_json(out_dir / CONFIG_FILE, config)
     write_json(out_dir / "meta.json", new_meta(kind, model_type=config["model_type"], **meta))
     write_training_log(out_dir, meta.get("training"))  # training_log.csv, when the training left records
+    if kind == "model":  # a quantizer gets none: its folder's digest, recorded by every codes artifact, stays as it was
+        write_model_card(out_dir)  # README.md, from the config.json and meta.json just written
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

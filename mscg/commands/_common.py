@@ -8,7 +8,7 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,7 +16,7 @@ from rich.console import Console
 from mscg.artifacts.atomic import FILE_SIZE_LIMIT, NO_SPACE, release_all, write_limit, write_text_atomic
 from mscg.console import error, info, is_quiet
 from mscg.errors import MscgError, UsageError
-from mscg.training.defaults import DEFAULT_LOG_EVERY, PRECISIONS
+from mscg.training.defaults import MAX_SEED, SEED_HELP, VALID_USERS_HELP
 
 DEBUG = {"on": os.environ.get("MSCG_DEBUG") == "1"}
 ROOM = {NO_SPACE: "free some space", FILE_SIZE_LIMIT: "raise the limit"}  # what to do about a write_limit
@@ -26,14 +26,10 @@ DataOpt = Annotated[Path, typer.Option("--data", "-d", help="Folder holding item
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).",
                                          show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
-                                       help="Random seed: same seed, same result on the same machine.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help=SEED_HELP)]
 DEVICE_METAVAR = "<device>"  # not a fixed set (cuda:N), so no Choice: the help names the forms
 DeviceOpt = Annotated[str, typer.Option("--device", metavar=DEVICE_METAVAR,
                                         help="auto (GPU when present), cpu, cuda or cuda:N.")]
-PrecisionOpt = Annotated[Literal[PRECISIONS], typer.Option(
-    "--precision", help="Training arithmetic on CUDA: fp32, or bf16 (autocast). "
-                        "The CPU always trains in fp32.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint "
                                          "(or a finished one kept with --keep-checkpoint, with --force; the "
                                          "budget flags --epochs, --patience, --validate-every may change, and "
@@ -43,40 +39,19 @@ KeepCheckpointOpt = Annotated[bool, typer.Option("--keep-checkpoint", help="Keep
                                                  "with a larger budget.")]
 NoVerifyOpt = Annotated[bool, typer.Option("--no-verify", help="Use the artifacts found through meta.json even when "
                                            "their SHA-256 differs from the one recorded there.")]
-# The training loop's flags (collab, train); each command's defaults come from its LoopConfig.
-EpochsOpt = Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation NDCG@10).")]
-LrOpt = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up + cosine).")]
-WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay.")]
-PatienceOpt = Annotated[int, typer.Option(help="Validations without a better NDCG@10 before stopping (never "
-                                          "before the warm-up ends).")]
-WarmupStepsOpt = Annotated[str, typer.Option(metavar="<N|auto>", help="Steps of linear learning-rate warm-up: N "
-                                              "(0: none), or auto (2% of the run's steps).")]
-ValidateEveryOpt = Annotated[int, typer.Option(help="Epochs between validations (the last epoch is always "
-                                               "validated).")]
-LogEveryOpt = Annotated[int, typer.Option(help="Optimizer steps between training records: the mean loss and "
-                                          "learning rate, in meta.json and training_log.csv.")]
-QuantizeLogEveryOpt = Annotated[int | None, typer.Option(
-    "--log-every", help="Optimizer steps between training records (rq-vae, rq-dino): the mean loss and learning "
-                        f"rate, in meta.json and training_log.csv (default: {DEFAULT_LOG_EVERY}).",
-    show_default=False)]
+ValidUsersOpt = Annotated[int, typer.Option(help=VALID_USERS_HELP)]  # (collab and train: a field of their configs)
 
 
-def warmup_text(steps: int | None) -> str:
-    """A LoopConfig's warmup_steps as --warmup-steps shows it: N, or auto (None: 2% of the run's steps)."""
-    return "auto" if steps is None else str(steps)
-
-
-def parse_warmup(text: str) -> int | None:
-    """--warmup-steps N (0: none) or auto (None: the loop's 2% rule)."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        steps = int(text)
-    except ValueError:
-        raise UsageError(f"--warmup-steps {text!r} must be a number of steps (0: none) or auto") from None
-    if steps < 0:
-        raise UsageError("--warmup-steps must be 0 or more (or auto)")
-    return steps
+def tap(events, on_event):
+    """A fit's events (mscg.training.loop.Event), each handed to `on_event` too (the Python API's callback) before
+    the display gets it; the fit's return value stays the generator's."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as done:
+            return done.value
+        on_event(event)
+        yield event
 
 
 def user_errors(fn):
@@ -124,14 +99,6 @@ def parse_ks(text: str) -> tuple[int, ...]:
     if not ks or ks[0] < 1:
         raise UsageError(f"--ks {text!r} must list positive integers, e.g. 5,10")
     return ks
-
-
-def check_attention(d_model: int, n_heads: int, dropout: float) -> None:
-    """The flags every transformer stage shares, refused with the flag named."""
-    if d_model % n_heads:
-        raise UsageError(f"--d-model {d_model} must be divisible by --n-heads {n_heads}")
-    if not 0 <= dropout < 1:
-        raise UsageError(f"--dropout {dropout} must be in [0, 1)")
 
 
 SUMMARY_METRICS = ("ndcg@10", "recall@10")  # the final line of collab/train; the rest is in meta.json

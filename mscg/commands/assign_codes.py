@@ -113,7 +113,7 @@ def assign_codes(data: Path, output: Path, *, quantizers: list[Path], embeddings
     import torch
 
     from mscg.artifacts.codes import Codes, Vocabulary, code_statistics, collision_level, save_codes
-    from mscg.training.distributed import resolve_device
+    from mscg.devices import resolve_device
 
     if not quantizers:
         raise UsageError("pass at least one --quantizer (-q), one per modality")

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 
+from mscg import __version__
 from mscg.artifacts.atomic import AtomicDir, check_output, main_rank_output
 from mscg.artifacts.meta import provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
-                                   OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
-                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention, valid_summary,
-                                   parse_warmup, warmup_text,
-                                   report_split, user_errors)
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, KeepCheckpointOpt, OutputOpt, ResumeOpt,
+                                   report_split, resume_finished_run, tap, user_errors, valid_summary)
+from mscg.commands.options import config_options
+from mscg.configs import check_fields, configure, toml_text
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
-from mscg.errors import UsageError
-from mscg.models.sasrec_config import DEFAULT_NEGATIVES, FULL_SOFTMAX_MAX_ITEMS, NEGATIVE_SAMPLERS, SASRecConfig
-from mscg.training.defaults import SASREC_LOOP, LoopConfig
+from mscg.models.sasrec_config import SASRecConfig
+from mscg.training.defaults import SASREC_LOOP, LoopConfig, valid_users_option
+
+RECORD = "collab.toml"  # the options of the run, in the embeddings and the --model-out folder
+
+
+@dataclass
+class CollabOptions:
+    """What `collab` sets beyond the model (SASRecConfig) and its training loop (LoopConfig)."""
+
+    valid_users: int = valid_users_option()
+
+    def check(self) -> None:
+        check_fields(self)
+
+
+# Every option's default, each stated once: `mscg collab`'s flags, collab.toml and `mscg.collab(...)` start from these.
+CONFIGS = {"config": SASRecConfig(n_items=0), "loop": SASREC_LOOP, "options": CollabOptions()}
 
 
 @dataclass
@@ -33,11 +48,17 @@ class CollabResult:
 
 
 def collab(data: Path, output: Path, *, model_out: Path | None = None, config: SASRecConfig | None = None,
-           loop: LoopConfig = SASREC_LOOP, device: str = "auto", init_embeddings: Path | None = None,
-           force: bool = False, resume: bool = False, keep_checkpoint: bool = False) -> CollabResult:
-    """Train SASRec on DATA's training split (`config`: the architecture and loss; `n_items` is set from the data,
-    and a loss or packing left unset is chosen from the catalogue's size; `loop.seed` seeds it) and write its item
-    table as collab embeddings (and the model, with `model_out`)."""
+           loop: LoopConfig | None = None, options: CollabOptions | None = None, init_embeddings: Path | None = None,
+           device: str = "auto", force: bool = False, resume: bool = False, keep_checkpoint: bool = False,
+           config_file: Path | None = None, on_event=None, **values: Any) -> CollabResult:
+    """Train SASRec on DATA's training split and write its item table as collab embeddings (and the model, with
+    `model_out`), as `mscg collab` does (`mscg.collab` in Python).
+
+    The options: `config` (the architecture and loss; `n_items` is set from the data, and a loss or packing left
+    unset is chosen from the catalogue's size), `loop` (the training regime; `loop.seed` seeds the run) and
+    `options`, CONFIGS' by default; a TOML `config_file` (e.g. a collab.toml) and the keyword `values` set any option
+    by its name (d_model=32, epochs=50, seed=1), the keywords over the file. `on_event(event)` gets every training
+    event (mscg.training.loop.Event) the progress display gets."""
     from mscg.artifacts.embeddings import Embeddings, load_embeddings, save_embeddings
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.artifacts.training_log import write_training_log
@@ -47,15 +68,12 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     from mscg.training.sasrec import content_start, fit_sasrec
 
     dist.init_from_env()
-    config = config or SASRecConfig(n_items=0)
-    if min(config.max_history, config.d_model, config.n_layers, config.n_heads) < 1:
-        raise UsageError("--max-history, --d-model, --n-layers and --n-heads must be at least 1")
-    check_attention(config.d_model, config.n_heads, config.dropout)
-    if config.negatives is not None and config.negatives < 0:
-        raise UsageError("--negatives must be 0 (full softmax) or more")
-    if config.negative_sampler not in NEGATIVE_SAMPLERS:
-        raise UsageError(f"--negative-sampler {config.negative_sampler!r} must be one of: "
-                         f"{', '.join(NEGATIVE_SAMPLERS)}")
+    given = {"config": config or CONFIGS["config"], "loop": loop or CONFIGS["loop"],
+             "options": options or CONFIGS["options"]}
+    chosen = configure(given, values, file=config_file, where="mscg collab")
+    config, loop, options = chosen["config"], chosen["loop"], chosen["options"]
+    config.check()
+    options.check()
     loop.check()  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     inputs = [Path(data), items_path, interactions_path]  # never write into DATA
@@ -88,7 +106,9 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
         events = fit_sasrec(config, loop, ds, device=dev, start=start_table, checkpoint_dir=tmp, resume=resume,
-                            fingerprint={"inputs": prov["inputs"]})
+                            fingerprint={"inputs": prov["inputs"]}, valid_users=options.valid_users)
+        if on_event is not None:
+            events = tap(events, on_event)
         model, result = render(events, "collab (SASRec)", quiet=not dist.is_main())
         if dist.is_main():
             counts = train_counts(ds.split, len(ds.catalogue))
@@ -104,11 +124,14 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
                                     "untrained_item_ids": untrained},
                             provenance=prov)
             write_training_log(tmp, result.summary())  # the records also beside the embeddings' meta.json
+            record = toml_text([config, loop, options], record_header())
+            (tmp / RECORD).write_text(record, encoding="utf-8")
             if model_out is not None:
                 with AtomicDir(model_out, force=force, inputs=inputs) as mtmp:
                     save_model_dir(mtmp, "model", model, config.to_json(), item_ids=ds.catalogue.item_ids,
                                    training=result.summary(), provenance=prov,
                                    train_item_counts=counts.tolist())
+                    (mtmp / RECORD).write_text(record, encoding="utf-8")
             if not keep_checkpoint:
                 (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
@@ -127,45 +150,26 @@ def describe_loss(config: SASRecConfig) -> str:
     return f"loss: {loss}; windows {'packed' if config.pack else 'padded'}"
 
 
-MODEL = SASRecConfig(n_items=0)  # the defaults of the flags below
+def record_header() -> str:
+    return (f"The options of the `mscg collab` run that wrote this folder (mscg {__version__}). To train it again:\n"
+            f"  mscg collab --config {RECORD} -d DATA -o OUTPUT [--model-out MODEL] [--init-embeddings EMB]\n"
+            "(a flag given there overrides this file; the paths are not options).\n")
 
 
 @user_errors
+@config_options(CONFIGS, record=RECORD, flags={"batch_size": {"help": "Windows per step."}})
 def collab_cli(
     data: DataOpt,
     output: OutputOpt,
     model_out: Annotated[Path | None, typer.Option(help="Also save the SASRec model here (a baseline that "
                                                         "`evaluate` and `recommend` can score).")] = None,
-    max_history: Annotated[int, typer.Option(help="Items of history SASRec attends to.")] = MODEL.max_history,
-    d_model: Annotated[int, typer.Option(help="Embedding width.")] = MODEL.d_model,
-    n_layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = MODEL.n_layers,
-    n_heads: Annotated[int, typer.Option(help="Attention heads.")] = MODEL.n_heads,
-    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = MODEL.dropout,
-    negatives: Annotated[int | None, typer.Option(
-        help=f"Sampled softmax with N negatives shared by each batch; 0: full softmax over every item. Default: "
-             f"full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, {DEFAULT_NEGATIVES} negatives above.",
-        show_default=False)] = None,
-    negative_sampler: Annotated[Literal[NEGATIVE_SAMPLERS], typer.Option(
-        help="How negatives are drawn: uniform (from the catalogue), or popularity (in proportion to each item's "
-             "training count, with the logQ correction).")] = MODEL.negative_sampler,
-    pack: Annotated[bool | None, typer.Option(
-        "--pack/--no-pack", help="Pack short training windows into shared rows so that no compute goes to "
-                                 "padding (the same loss). Default: on with sampled softmax, off with full softmax.",
-        show_default=False)] = None,
-    epochs: EpochsOpt = SASREC_LOOP.epochs,
-    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = SASREC_LOOP.batch_size,
-    lr: LrOpt = SASREC_LOOP.lr,
-    weight_decay: WeightDecayOpt = SASREC_LOOP.weight_decay,
-    patience: PatienceOpt = SASREC_LOOP.patience,
-    validate_every: ValidateEveryOpt = SASREC_LOOP.validate_every,
-    log_every: LogEveryOpt = SASREC_LOOP.log_every,
-    warmup_steps: WarmupStepsOpt = warmup_text(SASREC_LOOP.warmup_steps),
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = SASREC_LOOP.precision,
+    config: SASRecConfig = CONFIGS["config"],
+    loop: LoopConfig = CONFIGS["loop"],
+    options: CollabOptions = CONFIGS["options"],
     init_embeddings: Annotated[Path | None, typer.Option(
         help="Start SASRec's item table from these embeddings (e.g. the text modality, reduced to --d-model by "
              "PCA) instead of noise.")] = None,
-    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
     resume: ResumeOpt = False,
     keep_checkpoint: KeepCheckpointOpt = False,
@@ -174,8 +178,9 @@ def collab_cli(
     write its item-embedding table as the collaborative modality.
 
     Reads DATA/items.jsonl + DATA/interactions.jsonl; writes OUTPUT (embeddings, modality collab) and,
-    with --model-out, the SASRec model. Validation items are only used for early stopping; test items
-    are never seen. Runs under torchrun for multi-GPU / multi-node training.
+    with --model-out, the SASRec model; both hold collab.toml, the run's options, which --config reads
+    back. Validation items are only used for early stopping; test items are never seen. Runs under
+    torchrun for multi-GPU / multi-node training.
 
     [bold]Examples[/bold]
 
@@ -185,13 +190,9 @@ def collab_cli(
 
       torchrun --nproc_per_node 4 -m mscg collab -d data/big -o work/emb_collab --model-out work/sasrec
     """
-    config = SASRecConfig(n_items=0, max_history=max_history, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                          dropout=dropout, negatives=negatives, negative_sampler=negative_sampler, pack=pack)
-    loop = replace(SASREC_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   patience=patience, validate_every=validate_every, warmup_steps=parse_warmup(warmup_steps),
-                   precision=precision, seed=seed, log_every=log_every)
-    r = collab(data, output, model_out=model_out, config=config, loop=loop, device=device,
-               init_embeddings=init_embeddings, force=force, resume=resume, keep_checkpoint=keep_checkpoint)
+    r = collab(data, output, model_out=model_out, config=config, loop=loop, options=options,
+               init_embeddings=init_embeddings, device=device, force=force, resume=resume,
+               keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist
 
     if dist.is_main():

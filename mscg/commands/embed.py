@@ -34,7 +34,7 @@ def embed(data: Path, output: Path, *, modality: str = "text", model_dir: Path |
     import torch
 
     from mscg.artifacts.embeddings import Embeddings, save_embeddings
-    from mscg.training.distributed import resolve_device
+    from mscg.devices import resolve_device
 
     items_path, _ = dataset_files(data)
     if modality not in ENCODED:

@@ -20,6 +20,7 @@ from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, hu
 from mscg.console import info, progress_bar
 from mscg.data.split import SPLITS, load_dataset
 from mscg.errors import DataError, UsageError
+from mscg.recommenders.defaults import EVAL_BATCH_SIZE, EXCLUDE_HISTORY_EVALUATING
 
 
 @dataclass
@@ -28,9 +29,9 @@ class EvalResult:
 
 
 def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: str = "test",
-             beam_size: int | None = None, ks: tuple[int, ...] = (5, 10), batch_size: int = 256,
+             beam_size: int | None = None, ks: tuple[int, ...] = (5, 10), batch_size: int = EVAL_BATCH_SIZE,
              device: str = "auto", output: Path | None = None, force: bool = False,
-             by_popularity: bool = False, exclude_history: bool = False, verify: bool = True,
+             by_popularity: bool = False, exclude_history: bool = EXCLUDE_HISTORY_EVALUATING, verify: bool = True,
              fmt: str = "json") -> EvalResult:
     """`output` "-" writes the result to stdout; `fmt` is what is written: json (the metrics), csv or md (the
     metrics table; without `output` onto stdout)."""
@@ -38,10 +39,11 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
     import torch
 
     from mscg.data.coldstart import read_withheld
-    from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
+    from mscg.evaluation import ranked_batches
+    from mscg.metrics import add_sums, means, metric_sums
     from mscg.popularity import PopularityBreakdown, train_counts
-    from mscg.recommenders import load_recommender
-    from mscg.training.distributed import resolve_device
+    from mscg import recommenders
+    from mscg.devices import resolve_device
 
     if split not in SPLITS:
         raise UsageError(f"--split {split!r} must be test or valid")
@@ -53,10 +55,7 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
     if output is not None and not is_stdout(output):
         check_file_output(output, force=force, inputs=inputs)  # fail before the slow part
     dev = resolve_device(device)
-    recommender = load_recommender(model_path, dev, beam_size=beam_size, codes_path=codes, verify=verify)
-    if recommender.kind == "mscg-generator" and beam_size is not None and max(ks) > beam_size:
-        raise UsageError(f"--ks asks for K={max(ks)} but --beam-size is {beam_size}; the beam must hold at least K "
-                         "items")
+    recommender = recommenders.load(model_path, dev, beam_size=beam_size, codes_path=codes, verify=verify)
     ds = load_dataset(data)
     if recommender.item_ids != ds.catalogue.item_ids:
         raise DataError(f"model {model_path} was trained on another catalogue than {ds.catalogue.path}; evaluate it "
@@ -70,23 +69,18 @@ def evaluate(model_path: Path, data: Path, *, codes: Path | None = None, split: 
     started = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(f"evaluate ({split})", total=len(users), status="")
-        for start in range(0, len(users), batch_size):
-            chunk = users[start:start + batch_size]
-            histories = [ds.split.history(u, split) for u in chunk]
-            targets = torch.tensor([ds.split.target(u, split) for u in chunk])
-            if breakdown is None and not exclude_history:
-                ranks = recommender.rank(histories, targets, k=max(ks))
-            else:  # the top-K lists are needed; ranks within them give the same Recall/NDCG@K
-                top, _ = recommender.top_k(histories, max(ks), exclude_history=exclude_history, keep=targets)
-                ranks = ranks_from_lists(top, targets)
-                if breakdown is not None:
-                    breakdown.add(ranks, targets, top, histories)
+        # the popularity breakdown needs the top-K lists; ranks within them give the same Recall/NDCG@K
+        for batch in ranked_batches(recommender, ds.split, users, split, k=max(ks), batch_size=batch_size,
+                                    lists=breakdown is not None, exclude_history=exclude_history):
+            ranks = batch.ranks
+            if breakdown is not None:
+                breakdown.add(ranks, batch.targets, batch.top, batch.histories)
             add_sums(total, metric_sums(ranks, ks))
             if withheld is not None:
-                cold = torch.from_numpy(np.isin(targets.numpy(), withheld))
+                cold = torch.from_numpy(np.isin(batch.targets.numpy(), withheld))
                 add_sums(cold_sums["cold_start"], metric_sums(ranks[cold], ks))
                 add_sums(cold_sums["warm"], metric_sums(ranks[~cold], ks))
-            bar.advance(task, len(chunk))
+            bar.advance(task, len(batch.users))
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: round(v, 6) for k, v in means(total).items()}
     metrics.update({
@@ -244,18 +238,19 @@ def evaluate_cli(
                                                     "folder; another must have the same SHA-256).")
                      ] = None,
     split: Annotated[Literal[SPLITS], typer.Option(help="test (last item) or valid (second last).")] = "test",
-    beam_size: Annotated[int | None, typer.Option(help="Beam size of the generator (default: as trained, at least "
-                                                        "the largest K).")] = None,
+    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained); the largest K "
+                                                       "searches a beam of at least K.")] = None,
     ks: Annotated[str, typer.Option(help="Cut-offs K for Recall@K and NDCG@K.")] = "5,10",
-    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = EVAL_BATCH_SIZE,
     by_popularity: Annotated[bool, typer.Option(
         "--by-popularity", help="Also report the metrics for users grouped by how popular (in training) their "
                                 "target is (and how popular their history's most recent item is), the mean "
                                 "popularity of the recommended items, and the share of recommendations already "
                                 "in the user's history.")] = False,
     exclude_history: Annotated[bool, typer.Option(
-        "--exclude-history", help="Rank only items the user has not interacted with (the target always stays); "
-                                  "a generator widens its beam by the history's length to still fill K.")] = False,
+        "--exclude-history/--include-history", help="Rank only the items the user has not interacted with (the "
+                                                    "target always stays), or every item, as the published "
+                                                    "leave-one-out tables do.")] = EXCLUDE_HISTORY_EVALUATING,
     no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,

@@ -1,4 +1,5 @@
-"""`mscg fuse`: one model that re-ranks a generator's beam and SASRec's best items together (mscg/fused.py)."""
+"""`mscg fuse`: one model that re-ranks a generator's beam and SASRec's best items together
+(mscg/recommenders/fused.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 
 from mscg.commands._common import DataOpt, DeviceOpt, ForceOpt, NoVerifyOpt, OutputOpt, SeedOpt, user_errors
 from mscg.console import info
-from mscg.training.defaults import DEFAULT_VALID_USERS, FUSE_CANDIDATES
+from mscg.recommenders.defaults import EVAL_BATCH_SIZE, FUSE_CANDIDATES
+from mscg.training.defaults import DEFAULT_VALID_USERS
 
 
 @dataclass
@@ -58,25 +60,26 @@ def copy_model_dir(source: Path, dest: Path) -> None:
 
 def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weight: float | None = None,
          weights: list[float] | None = None, head: bool | None = None, candidates: int = FUSE_CANDIDATES,
-         valid_users: int = DEFAULT_VALID_USERS, batch_size: int = 256, seed: int = 0, device: str = "auto",
+         valid_users: int = DEFAULT_VALID_USERS, batch_size: int = EVAL_BATCH_SIZE, seed: int = 0, device: str = "auto",
          force: bool = False, verify: bool = True) -> FuseResult:
     """Validate every weighting on DATA's validation targets (a seeded sample of `valid_users`), keep the best
     NDCG@10 (or the given `weight` / `weights`) and write the fused model directory. The dense scorers: the SASRec
     model `dense`, and/or the generator's own dense head (`head`; by default, when no `dense` is given). With one
     dense scorer the weightings are the generator's WEIGHTS (`weight`), with two a 0.1 grid (`weights`)."""
-    import torch
 
     from mscg.artifacts.atomic import AtomicDir, check_output
     from mscg.artifacts.meta import meta_inputs, new_meta, provenance, write_json
+    from mscg.artifacts.modelcard import write_model_card
     from mscg.artifacts.modeldir import CONFIG_FILE
     from mscg.data.split import load_dataset
     from mscg.errors import DataError, UsageError
-    from mscg.fused import DENSE_DIR, GENERATOR_DIR, WEIGHTS, DenseHead, FusedRecommender, weight_grid
+    from mscg.recommenders.dense_head import DenseHead
+    from mscg.recommenders.fused import DENSE_DIR, GENERATOR_DIR, WEIGHTS, FusedRecommender, weight_grid
     from mscg.metrics import add_sums, means, metric_sums, ranks_from_lists
     from mscg.popularity import COUNTS_KEY
-    from mscg.recommenders import load_recommender
-    from mscg.training.distributed import resolve_device
-    from mscg.training.generator import validation_users
+    from mscg import recommenders
+    from mscg.devices import resolve_device
+    from mscg.evaluation import user_batches, validation_users
 
     head = dense is None if head is None else head
     kinds = (["sasrec"] if dense is not None else []) + (["head"] if head else [])
@@ -97,7 +100,7 @@ def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weigh
               *(q for p in dense_paths for q in meta_inputs(p))]
     check_output(output, force=force, inputs=inputs)
     dev = resolve_device(device)
-    loaded = [load_recommender(p, dev, verify=verify) for p in [Path(generator), *dense_paths]]
+    loaded = [recommenders.load(p, dev, verify=verify) for p in [Path(generator), *dense_paths]]
     for path, part, wanted, flag in zip([generator, *dense_paths], loaded, ("mscg-generator", "sasrec"),
                                         ("GENERATOR", "DENSE")):
         if part.kind != wanted:
@@ -115,19 +118,16 @@ def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weigh
     grid = [(w, round(1 - w, 10)) for w in WEIGHTS] if len(kinds) == 1 else weight_grid(len(kinds) + 1)
     users = validation_users(len(ds.split), valid_users, seed).tolist()
     sums: list[dict[str, float]] = [{} for _ in grid]
-    for start in range(0, len(users), batch_size):
-        chunk = users[start:start + batch_size]
-        histories = [ds.split.history(u, "valid") for u in chunk]
-        targets = torch.tensor([ds.split.target(u, "valid") for u in chunk])
-        items, part_scores = fused.candidates(histories, 10)
-        # the weights are chosen on the items every part knows (see mscg/fused.py's NOTE)
+    for batch in user_batches(ds.split, users, "valid", batch_size):
+        items, part_scores = fused.candidates(batch.histories, 10)
+        # the weights are chosen on the items every part knows (see mscg/recommenders/fused.py's NOTE)
         unknown = None if fused.untrained is None else fused.untrained[items.clamp(min=0)]  # (B, M)
         for n, ws in enumerate(grid):
             scores = fused.combine(items, part_scores, ws)
             if unknown is not None:
                 scores = scores.masked_fill(unknown, float("-inf"))
             top, _ = fused.order(items, scores, 10)
-            add_sums(sums[n], metric_sums(ranks_from_lists(top, targets)))
+            add_sums(sums[n], metric_sums(ranks_from_lists(top, batch.targets)))
     key = "weight" if len(kinds) == 1 else "weights"
     validation = [{key: ws[0] if len(kinds) == 1 else list(ws), **{k: round(v, 6) for k, v in means(s).items()}}
                   for ws, s in zip(grid, sums)]
@@ -159,6 +159,7 @@ def fuse(generator: Path, dense: Path | None, data: Path, output: Path, *, weigh
             copy_model_dir(dense, tmp / DENSE_DIR)
         write_json(tmp / CONFIG_FILE, config)
         write_json(tmp / "meta.json", new_meta("model", model_type="fused", **meta_fields))
+        write_model_card(tmp)
     return FuseResult(weights=[float(w) for w in final], chosen=chosen, parts=parts, ranked_by=ranked_by,
                       validation=validation, users=len(users))
 
@@ -195,7 +196,7 @@ def fuse_cli(
                           ] = FUSE_CANDIDATES,
     valid_users: Annotated[int, typer.Option(help="Validation users the weight is chosen on (a seeded sample when "
                                                   "there are more).")] = DEFAULT_VALID_USERS,
-    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = EVAL_BATCH_SIZE,
     no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,

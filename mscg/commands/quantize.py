@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
+from mscg import __version__
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, QUANTIZER_METHODS as METHODS, provenance
-from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, QuantizeLogEveryOpt, ResumeOpt, SeedOpt, user_errors
+from mscg.commands._common import DeviceOpt, ForceOpt, OutputOpt, ResumeOpt, tap, user_errors
+from mscg.commands.options import config_options
+from mscg.configs import check_fields, configure, option, specs, toml_text
 from mscg.console import info, render, warn
 from mscg.errors import UsageError
+from mscg.training.defaults import DEFAULT_LOG_EVERY, seed_option
 
 DEFAULT_CODEBOOK_CAP = 256
+RECORD = "quantize.toml"  # the options of the run, in the quantizer folder
 
 
 def auto_codebook_size(n_items: int, cap: int = DEFAULT_CODEBOOK_CAP) -> int:
@@ -48,29 +53,100 @@ def parse_codebook_size(text: str, n_levels: int, n_items: int) -> list[int]:
     return sizes
 
 
-def quantize(output: Path, *, modality: str | None = None, method: str = "rq-kmeans", embeddings: Path | None = None,
-             data: Path | None = None, n_levels: int = 3, codebook_size: str = "auto", normalize: bool = True,
-             seed: int = 0, device: str = "auto", force: bool = False, resume: bool = False,
-             options: dict[str, Any] | None = None) -> QuantizeResult:
-    """Train the quantizer `method` and write it to OUTPUT. `options`: the method's training options and,
-    for rq-dino, architecture fields (the registry says which; anything else is refused)."""
+# QuantizeConfig's options that some methods take and others do not (the registry in mscg.quantizers says which)
+METHOD_OPTIONS = ("epochs", "batch_size", "lr", "log_every", "backbone", "image_size", "skip_bad_images",
+                  "refit_codebooks", "balanced_last_level")
+
+
+@dataclass
+class QuantizeConfig:
+    """`quantize`'s options (METHOD_OPTIONS apply to some methods only; their None: the method chooses)."""
+
+    modality: str | None = option(None, choices=MODALITIES, help="text, image or collab (default: image for "
+                                  "rq-dino; required otherwise).")
+    method: str = option("rq-kmeans", choices=METHODS, help="rq-kmeans, rq-vae, or rq-dino (learns from the item "
+                         "images).")
+    n_levels: int = option(3, ge=1, help="Quantizer levels (a collision level is added by assign-codes).")
+    codebook_size: str = option("auto", help="Codewords per level: auto (the smallest power of two >= sqrt(items), at "
+                                f"most {DEFAULT_CODEBOOK_CAP}), N, or N1,N2,N3.")
+    normalize: bool = option(True, help="L2-normalise vectors before quantizing.")
+    epochs: int | None = option(None, ge=1, help="Training epochs (rq-vae, rq-dino; default: chosen from the catalogue "
+                                "size (rq-vae: at least 20 passes and 3,000 steps), from the image count (rq-dino: ~5 "
+                                "for 1,252 images)).")
+    batch_size: int | None = option(None, ge=1, help="Batch size (rq-vae, rq-dino; default: chosen from the catalogue "
+                                    "size, 256 to 1024 (rq-vae), 32 (rq-dino)).")
+    lr: float | None = option(None, gt=0, help="Learning rate (rq-vae, rq-dino; default: 1e-3 (rq-vae), 5e-4 "
+                              "(rq-dino)).")
+    log_every: int | None = option(None, ge=1, help="Optimizer steps between training records (rq-vae, rq-dino): the "
+                                   "mean loss and learning rate, in meta.json and training_log.csv (default: "
+                                   f"{DEFAULT_LOG_EVERY}).")
+    backbone: str | None = option(None, help="rq-dino backbone: efficientnet-lite0 (pretrained) or vit-small (from "
+                                  "scratch).")
+    image_size: int | None = option(None, help="rq-dino global crop size in pixels.")
+    skip_bad_images: bool = option(False, flag="--skip-bad-images", help="rq-dino: treat unreadable image files as "
+                                   "'no image'.")
+    refit_codebooks: bool = option(True, help="rq-dino: refit the codebooks by residual k-means on the final teacher "
+                                   "latents before coding.")
+    balanced_last_level: bool = option(False, flag="--balanced-last-level", help="rq-kmeans: assign the last level by "
+                                       "a balanced (Sinkhorn) assignment over the items, so that its codewords are "
+                                       "used about equally.")
+    seed: int = seed_option()
+
+    def check(self) -> None:
+        check_fields(self)
+        if self.codebook_size != "auto":
+            parse_codebook_size(self.codebook_size, self.n_levels, 1)
+
+    def method_options(self, takes: set[str], why: str = "") -> dict[str, Any]:
+        """The options of the method that are set (`takes`: those the method takes); UsageError for one set away
+        from its default that the method does not take."""
+        defaults = {f.name: f.default for f in fields(QuantizeConfig)}
+        out = {}
+        for spec in specs(self):
+            value = getattr(self, spec.name)
+            if spec.name not in METHOD_OPTIONS or value is None:
+                continue
+            if spec.name in takes:
+                out[spec.name] = value
+            elif value != defaults[spec.name]:
+                flag = f"--no-{spec.flag[2:]}" if value is False else spec.flag
+                raise UsageError(f"{flag} does not apply to --method {self.method}{why}; drop it")
+        return out
+
+
+# Every option's default, each stated once: `mscg quantize`'s flags, quantize.toml and `mscg.quantize(...)`.
+CONFIGS = {"config": QuantizeConfig()}
+
+
+def quantize(output: Path, *, embeddings: Path | None = None, data: Path | None = None,
+             config: QuantizeConfig | None = None, device: str = "auto", force: bool = False, resume: bool = False,
+             options: dict[str, Any] | None = None, config_file: Path | None = None, on_event=None,
+             **values: Any) -> QuantizeResult:
+    """Train a quantizer and write it to OUTPUT, as `mscg quantize` does (`mscg.quantize` in Python).
+
+    The options: `config` (QuantizeConfig(): rq-kmeans by default), a TOML `config_file` (e.g. a quantize.toml)
+    and the keyword `values` by option name (method="rq-vae", modality="text", n_levels=2, seed=1), the keywords
+    over the file. `options`: further fields of the method's training options or config by name (rq-dino's
+    architecture, e.g. vit_dim; the registry says which; anything else is refused). `on_event(event)` gets every
+    training event (mscg.training.loop.Event) the progress display gets."""
     from mscg.quantizers import QUANTIZERS
     from mscg.training import distributed as dist
 
     dist.init_from_env()
-    options = dict(options or {})
-    if modality is None and QUANTIZERS.get(method) is not None and QUANTIZERS[method].reads == "images":
-        modality = "image"  # the method implies it
+    extra = dict(options or {})
+    values = {**{k: extra.pop(k) for k in list(extra) if k in METHOD_OPTIONS}, **values}
+    config = configure({"config": config or CONFIGS["config"]}, values, file=config_file,
+                       where="mscg quantize")["config"]
+    config.check()
+    kind = QUANTIZERS[config.method]
+    method, modality = config.method, config.modality or ("image" if kind.reads == "images" else None)
     if modality is None:
         raise UsageError(f"--method {method} needs --modality (one of: {', '.join(MODALITIES)})")
-    if modality not in MODALITIES:
-        raise UsageError(f"--modality {modality!r} must be one of: {', '.join(MODALITIES)}")
-    if method not in QUANTIZERS:
-        raise UsageError(f"--method {method!r} must be one of: {', '.join(QUANTIZERS)}")
-    kind = QUANTIZERS[method]
+    config = replace(config, modality=modality)
+    why = " (it has no training loop)" if kind.training is None else ""
+    options = {**config.method_options(kind.options(), why), **extra}
     unknown = sorted(set(options) - kind.options())
     if unknown:
-        why = " (it has no training loop)" if kind.training is None else ""
         raise UsageError(f"--{unknown[0].replace('_', '-')} does not apply to --method {method}{why}; drop it")
     training_fields = {f.name for f in fields(kind.training)} if kind.training is not None else set()
     training = kind.training(**{k: v for k, v in options.items() if k in training_fields}) \
@@ -81,30 +157,29 @@ def quantize(output: Path, *, modality: str | None = None, method: str = "rq-kme
             raise UsageError(f"--method {method} learns image codes from pixels; use it with --modality image")
         if data is None:
             raise UsageError(f"--method {method} trains on the item images: pass --data (the folder of items.jsonl)")
-        return quantize_images(output, kind, training, config_fields, data=data, n_levels=n_levels,
-                               codebook_size=codebook_size, seed=seed, device=device, force=force, resume=resume)
+        return quantize_images(output, kind, training, config_fields, config, data=data, device=device, force=force,
+                               resume=resume, on_event=on_event)
     if embeddings is None:
         raise UsageError(f"--method {method} quantizes vectors: pass --embeddings (made by `mscg embed`, "
                          "`mscg collab` or `mscg import-embeddings`)")
-    return quantize_embeddings(output, kind, training, config_fields, embeddings=embeddings, modality=modality,
-                               n_levels=n_levels, codebook_size=codebook_size, normalize=normalize, seed=seed,
-                               device=device, force=force, resume=resume)
+    return quantize_embeddings(output, kind, training, config_fields, config, embeddings=embeddings, device=device,
+                               force=force, resume=resume, on_event=on_event)
 
 
-def check_training(training) -> None:
-    """Refuse bad epochs / batch size / learning rate before anything slow runs."""
-    from mscg.training.loop import LoopConfig
+def write_record(out_dir: Path, q: QuantizeConfig, sizes: list[int], kind) -> None:
+    """quantize.toml: the run's options, its codebook sizes as chosen, those the method does not take left out."""
+    resolved = replace(q, codebook_size=str(sizes[0]) if len(set(sizes)) == 1 else ",".join(map(str, sizes)))
+    leave_out = {name for name in METHOD_OPTIONS if name not in kind.options()}
+    if kind.reads == "images":
+        leave_out.add("normalize")
+    header = (f"The options of the `mscg quantize` run that wrote this folder (mscg {__version__}). To train it "
+              f"again:\n  mscg quantize --config {RECORD} --embeddings EMB (or -d DATA) -o OUTPUT\n"
+              "(a flag given there overrides this file; the paths are not options).\n")
+    (Path(out_dir) / RECORD).write_text(toml_text([resolved], header, leave_out=leave_out), encoding="utf-8")
 
-    if training is not None:
-        given = {k: getattr(training, k) for k in ("epochs", "batch_size", "lr", "log_every")
-                 if getattr(training, k) is not None}
-        LoopConfig(**{"epochs": 1, "batch_size": 1, "lr": 1e-3, **given}).check()
 
-
-def quantize_embeddings(output: Path, kind, training, config_fields: dict[str, Any], *, embeddings: Path,
-                        modality: str, n_levels: int,
-                        codebook_size: str, normalize: bool, seed: int, device: str, force: bool,
-                        resume: bool) -> QuantizeResult:
+def quantize_embeddings(output: Path, kind, training, config_fields: dict[str, Any], q: QuantizeConfig, *,
+                        embeddings: Path, device: str, force: bool, resume: bool, on_event=None) -> QuantizeResult:
     import torch
 
     from mscg.artifacts.codes import code_statistics
@@ -113,25 +188,27 @@ def quantize_embeddings(output: Path, kind, training, config_fields: dict[str, A
     from mscg.training import distributed as dist
     from mscg.training.loop import RESUME_FILE
 
-    method = kind.config.model_type
-    check_training(training)
+    method, modality, n_levels, seed = kind.config.model_type, q.modality, q.n_levels, q.seed
     if dist.is_main():
         check_output(output, force=force, inputs=[embeddings])
     emb = load_embeddings(embeddings)
     if emb.modality != modality:
         raise UsageError(f"--embeddings {embeddings} holds {emb.modality} embeddings, not {modality}; pass "
                          f"--modality {emb.modality} or the {modality} embeddings")
-    sizes = parse_codebook_size(codebook_size, n_levels, len(emb.item_ids))
+    sizes = parse_codebook_size(q.codebook_size, n_levels, len(emb.item_ids))
     dev = dist.resolve_device(device)
     torch.manual_seed(seed)
     prov = provenance({"embeddings": embeddings}, seed)
-    config = kind.config(dim=emb.dim, codebook_sizes=sizes, normalize=normalize, modality=modality, **config_fields)
+    config = kind.config(dim=emb.dim, codebook_sizes=sizes, normalize=q.normalize, modality=modality,
+                         **config_fields)
     name = "residual k-means" if method == "rq-kmeans" else "RQ-VAE"
     info(f"quantize: {name}, {n_levels} levels x {sizes[0]} codewords on {len(emb.item_ids):,} {modality} vectors")
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=[embeddings],
                           resumable=training is not None, resume=resume) as tmp:
         events = kind.fit(config, training, emb.vectors, emb.item_ids, seed=seed, device=dev, checkpoint_dir=tmp,
                           resume=resume, source=str(emb.path or "the embeddings"))
+        if on_event is not None:
+            events = tap(events, on_event)
         model, summary = render(events, f"quantize ({method})", quiet=not dist.is_main())
         model = model.cpu().eval()
         codes = model.encode(emb.vectors).numpy()
@@ -141,13 +218,14 @@ def quantize_embeddings(output: Path, kind, training, config_fields: dict[str, A
             save_model_dir(tmp, "quantizer", model, config.to_json(), modality=modality, method=method,
                            input={"embeddings": str(Path(embeddings).resolve())}, stats=stats, training=summary,
                            provenance=prov)
+            write_record(tmp, q, sizes, kind)
             (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return QuantizeResult(method, modality, len(emb.item_ids), sizes, stats)
 
 
-def quantize_images(output: Path, kind, training, config_fields: dict[str, Any], *, data: Path, n_levels: int,
-                    codebook_size: str, seed: int, device: str, force: bool, resume: bool) -> QuantizeResult:
+def quantize_images(output: Path, kind, training, config_fields: dict[str, Any], q: QuantizeConfig, *, data: Path,
+                    device: str, force: bool, resume: bool, on_event=None) -> QuantizeResult:
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.data.items import load_catalogue
     from mscg.data.split import dataset_files
@@ -155,15 +233,14 @@ def quantize_images(output: Path, kind, training, config_fields: dict[str, Any],
     from mscg.training import distributed as dist
     from mscg.training.loop import RESUME_FILE
 
-    method = kind.config.model_type
+    method, n_levels, seed = kind.config.model_type, q.n_levels, q.seed
     items_path, _ = dataset_files(data)
     if dist.is_main():
         check_output(output, force=force, inputs=[items_path])  # fail before the slow part
     catalogue = load_catalogue(items_path)
     n_imaged = sum(p is not None for p in catalogue.images)
-    sizes = parse_codebook_size(codebook_size, n_levels, n_imaged)
+    sizes = parse_codebook_size(q.codebook_size, n_levels, n_imaged)
     config = rq_dino_config(sizes, config_fields)
-    check_training(training)
     dev = dist.resolve_device(device)
     rows, images, skipped = decode_images(catalogue, config.cache_size, skip_bad_images=training.skip_bad_images)
     prov = provenance({"items": items_path}, seed)
@@ -179,6 +256,8 @@ def quantize_images(output: Path, kind, training, config_fields: dict[str, Any],
                           resume=resume) as tmp:
         events = kind.fit(config, training, images, seed=seed, device=dev, checkpoint_dir=tmp, resume=resume,
                           fingerprint={"inputs": prov["inputs"], "skipped_unreadable": skipped})
+        if on_event is not None:
+            events = tap(events, on_event)
         model, summary, _, stats = render(events, f"quantize ({method})", quiet=not dist.is_main(),
                                           on_info=announce)
         stats["skipped_unreadable"] = skipped
@@ -186,6 +265,7 @@ def quantize_images(output: Path, kind, training, config_fields: dict[str, Any],
             save_model_dir(tmp, "quantizer", model, config.to_json(), modality="image", method=method,
                            input={"items": str(Path(items_path).resolve())}, stats=stats,
                            training={**summary, "skipped_unreadable": skipped}, provenance=prov)
+            write_record(tmp, q, sizes, kind)
             (tmp / RESUME_FILE).unlink(missing_ok=True)  # last: a failed save keeps the checkpoint
     dist.barrier()
     return QuantizeResult(method, "image", len(rows), sizes, stats)
@@ -234,42 +314,15 @@ def describe_stats(stats: dict[str, Any]) -> str:
 
 
 @user_errors
+@config_options(CONFIGS, record=RECORD)
 def quantize_cli(
     output: OutputOpt,
-    modality: Annotated[Literal[MODALITIES] | None, typer.Option(
-        help="text, image or collab (default: image for rq-dino; "
-             "required otherwise).", show_default=False)] = None,
     embeddings: Annotated[Path | None, typer.Option(help="Embeddings directory to quantize "
                                                          "(rq-kmeans, rq-vae).")] = None,
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Folder of items.jsonl (rq-dino trains on its "
                                                                    "images).")] = None,
-    method: Annotated[Literal[METHODS], typer.Option(help="rq-kmeans, rq-vae, or rq-dino "
-                                             "(learns from the item images).")] = "rq-kmeans",
-    n_levels: Annotated[int, typer.Option(help="Quantizer levels (a collision level is added by assign-codes).")] = 3,
-    codebook_size: Annotated[str, typer.Option(help="Codewords per level: auto (the smallest power of two >= "
-                                                    "sqrt(items), at most 256), N, or N1,N2,N3.")] = "auto",
-    normalize: Annotated[bool, typer.Option(help="L2-normalise vectors before quantizing.")] = True,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (rq-vae, rq-dino; default: chosen from the "
-                                                    "catalogue size (rq-vae: at least 20 passes and 3,000 steps), "
-                                                    "from the image count (rq-dino: ~5 for 1,252 images)).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (rq-vae, rq-dino; default: chosen from the "
-                                                        "catalogue size, 256 to 1024 (rq-vae), 32 (rq-dino)).")
-                          ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (rq-vae, rq-dino; default: 1e-3 (rq-vae), 5e-4 "
-                                                  "(rq-dino)).")] = None,
-    log_every: QuantizeLogEveryOpt = None,
-    backbone: Annotated[str | None, typer.Option(help="rq-dino backbone: efficientnet-lite0 (pretrained) or "
-                                                      "vit-small (from scratch).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="rq-dino global crop size in pixels.")] = None,
-    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="rq-dino: treat unreadable image "
-                                                  "files as 'no image'.")] = False,
-    refit_codebooks: Annotated[bool, typer.Option(help="rq-dino: refit the codebooks by residual k-means on the "
-                                                       "final teacher latents before coding.")] = True,
-    balanced_last_level: Annotated[bool, typer.Option(
-        "--balanced-last-level", help="rq-kmeans: assign the last level by a balanced (Sinkhorn) assignment over "
-                                      "the items, so that its codewords are used about equally.")] = False,
+    config: QuantizeConfig = CONFIGS["config"],
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
 ) -> None:
@@ -277,7 +330,8 @@ def quantize_cli(
 
     rq-kmeans and rq-vae read an embeddings directory; rq-dino learns image codes from the pixels
     of DATA/items.jsonl's images (self-distillation, no reconstruction). Writes OUTPUT/config.json
-    + model.safetensors + meta.json (codebook usage and collision rate included).
+    + model.safetensors + meta.json (codebook usage and collision rate included) + quantize.toml (the
+    run's options, which --config reads back).
 
     [bold]Examples[/bold]
 
@@ -285,20 +339,9 @@ def quantize_cli(
 
       mscg quantize --method rq-dino -d data/ml-100k -o work/q_image
     """
-    options = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "log_every": log_every,
-                                 "backbone": backbone,
-                                 "image_size": image_size, "skip_bad_images": skip_bad_images,
-                                 "balanced_last_level": balanced_last_level}.items()
-               if v is not None and v is not False}  # 0 is a value (and is refused), not "unset"
-    if not refit_codebooks:
-        if method != "rq-dino":
-            raise UsageError("--no-refit-codebooks only applies to --method rq-dino")
-        options["refit_codebooks"] = False
     from mscg.training import distributed as dist
 
-    r = quantize(output, modality=modality, method=method, embeddings=embeddings, data=data, n_levels=n_levels,
-                 codebook_size=codebook_size, normalize=normalize, seed=seed, device=device, force=force,
-                 resume=resume, options=options)
+    r = quantize(output, embeddings=embeddings, data=data, config=config, device=device, force=force, resume=resume)
     if dist.is_main():
         info(f"wrote {output}: {r.method} on {r.items:,} {r.modality} items, "
              f"{len(r.codebook_sizes)} x {r.codebook_sizes[0]}; {describe_stats(r.stats)}")

@@ -16,6 +16,7 @@ from mscg.commands._common import DeviceOpt, ForceOpt, NoVerifyOpt, is_stdout, u
 from mscg.console import info, plural, warn
 from mscg.data.jsonl import read_jsonl_lines, shown, write_jsonl_line
 from mscg.errors import DataError, UsageError
+from mscg.recommenders.defaults import EVAL_BATCH_SIZE, EXCLUDE_HISTORY_RECOMMENDING
 
 ON_ERRORS = ("fail", "skip")
 LISTED_LINES = 5  # skipped lines named by number on stderr
@@ -138,9 +139,9 @@ def skipped_lines_message(failed: list[tuple[int, str]], total: int) -> str:
 
 
 def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10, codes: Path | None = None,
-              beam_size: int | None = None, batch_size: int = 256, device: str = "auto", skip_unknown: bool = False,
-              exclude_history: bool = True, on_error: str = "fail", fallback: str = "none", force: bool = False,
-              verify: bool = True) -> int:
+              beam_size: int | None = None, batch_size: int = EVAL_BATCH_SIZE, device: str = "auto",
+              skip_unknown: bool = False, exclude_history: bool = EXCLUDE_HISTORY_RECOMMENDING, on_error: str = "fail",
+              fallback: str = "none", force: bool = False, verify: bool = True) -> int:
     """Write OUTPUT (one line per answered input line, in input order); returns how many lines were answered. The
     whole input is read and checked against the catalogue in the model's meta.json first: a bad line fails in a
     fraction of a second, not after the model is loaded."""
@@ -168,8 +169,6 @@ def recommend(model_path: Path, histories_path: str, output: str, *, k: int = 10
             raise no_counts_error("--fallback popular", model_path)
     model = load(model_path, device, beam_size=beam_size, codes=codes, verify=verify)
     assert model.item_ids == item_ids, "a model's catalogue is its meta.json's item_ids"
-    if model.kind == "mscg-generator" and beam_size is not None and k > beam_size:
-        raise UsageError(f"-k {k} is larger than --beam-size {beam_size}; raise --beam-size to at least {k}")
     fallbacks = sum(1 for r in read.requests if not len(r.history))
     popular = model.popular_indices(k, "--fallback popular") if fallbacks else []
     ranked = iter(model.rank_indices([r.history for r in read.requests if len(r.history)], k,
@@ -200,14 +199,15 @@ def recommend_cli(
     k: Annotated[int, typer.Option("-k", "--k", help="Items per user.")] = 10,
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own; another must "
                                                     "have the same SHA-256, e.g. a copy).")] = None,
-    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained, "
-                                                       "at least K).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
+    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained); a request for "
+                                                       "K items searches a beam of at least K.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = EVAL_BATCH_SIZE,
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Ignore history items the model does not "
                                                "know.")] = False,
-    include_history: Annotated[bool, typer.Option("--include-history/--exclude-history", help="Rank the items "
-                                                  "already in the user's history too (for repeat consumption); "
-                                                  "by default they are left out.")] = False,
+    exclude_history: Annotated[bool, typer.Option(
+        "--exclude-history/--include-history", help="Leave the items already in the user's history out, or rank "
+                                                    "them too (for repeat consumption).")
+                               ] = EXCLUDE_HISTORY_RECOMMENDING,
     on_error: Annotated[Literal[ON_ERRORS], typer.Option(
         help="A bad input line: fail (stop, write nothing) or skip (answer the "
              "other lines; stderr counts and names the skipped ones).")] = "fail",
@@ -233,7 +233,7 @@ def recommend_cli(
       mscg recommend work/generator -i users.jsonl -o recs.jsonl --on-error skip --fallback popular
     """
     n = recommend(model, histories, output, k=k, codes=codes, beam_size=beam_size, batch_size=batch_size,
-                  device=device, skip_unknown=skip_unknown, exclude_history=not include_history, on_error=on_error,
+                  device=device, skip_unknown=skip_unknown, exclude_history=exclude_history, on_error=on_error,
                   fallback=fallback, force=force, verify=not no_verify)
     if not is_stdout(output):
         info(f"wrote {output}: recommendations for {plural(n, 'user')}")

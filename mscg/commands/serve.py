@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from mscg.api import DEFAULT_BATCH_SIZE
+from mscg.recommenders.defaults import EVAL_BATCH_SIZE
 from mscg.commands._common import DeviceOpt, NoVerifyOpt, user_errors
 from mscg.console import info, stderr, warn
 from mscg.errors import UsageError
@@ -17,7 +17,7 @@ from mscg.errors import UsageError
 
 def serve(model_path: Path, *, host: str = "127.0.0.1", port: int = 8000, k: int = 10, device: str = "auto",
           beam_size: int | None = None, codes: Path | None = None, verify: bool = True, on_ready=None,
-          max_batch: int = DEFAULT_BATCH_SIZE) -> None:
+          max_batch: int = EVAL_BATCH_SIZE) -> None:
     """Serve until interrupted (Ctrl-C, SIGTERM). `on_ready(url)` is called once the socket listens.
     `max_batch`: users ranked together in one model call (1: each request alone)."""
     from mscg.api import load
@@ -31,8 +31,6 @@ def serve(model_path: Path, *, host: str = "127.0.0.1", port: int = 8000, k: int
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port} must be from 0 to 65535 (0: any free port)")
     model = load(model_path, device, beam_size=beam_size, codes=codes, verify=verify)
-    if model.kind == "mscg-generator" and beam_size is not None and k > beam_size:
-        raise UsageError(f"-k {k} is larger than --beam-size {beam_size}; raise --beam-size to at least {k}")
     try:
         sock = listen(host, port)
     except OSError as e:
@@ -69,13 +67,13 @@ def serve_cli(
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (the start-up line names "
                                            "it).")] = 8000,
     k: Annotated[int, typer.Option("-k", "--k", help="Items per user when a request gives no \"k\".")] = 10,
-    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained, "
-                                                       "at least K).")] = None,
+    beam_size: Annotated[int | None, typer.Option(help="Generator beam size (default: as trained); a request for "
+                                                       "K items searches a beam of at least K.")] = None,
     codes: Annotated[Path | None, typer.Option(help="Codes directory (default: the generator's own; another must "
                                                     "have the same SHA-256, e.g. a copy).")] = None,
     max_batch: Annotated[int, typer.Option(help="Users ranked together in one model call when requests "
                                                 "arrive at once; 1: each request alone, its scores then "
-                                                "bit-identical to the Python API's.")] = DEFAULT_BATCH_SIZE,
+                                                "bit-identical to the Python API's.")] = EVAL_BATCH_SIZE,
     no_verify: NoVerifyOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:

@@ -4,22 +4,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 
+from mscg import __version__
 from mscg.artifacts.atomic import check_output, main_rank_output
 from mscg.artifacts.meta import MODALITIES, meta_inputs, provenance
-from mscg.commands._common import (DataOpt, DeviceOpt, EpochsOpt, ForceOpt, KeepCheckpointOpt, LogEveryOpt, LrOpt,
-                                   OutputOpt, PatienceOpt, ValidateEveryOpt, WarmupStepsOpt, resume_finished_run,
-                                   PrecisionOpt, ResumeOpt, SeedOpt, WeightDecayOpt, check_attention, valid_summary,
-                                   parse_warmup, warmup_text,
-                                   report_split, user_errors)
+from mscg.commands._common import (DataOpt, DeviceOpt, ForceOpt, KeepCheckpointOpt, OutputOpt, ResumeOpt,
+                                   report_split, resume_finished_run, tap, user_errors, valid_summary)
+from mscg.commands.options import config_options
+from mscg.configs import check_fields, configure, option, toml_text
 from mscg.console import info, render
 from mscg.data.split import dataset_files, load_dataset
 from mscg.errors import DataError, UsageError
-from mscg.models.generator_config import CONSTRAINTS, HISTORY_ENCODINGS, SAMPLES, TRAIN_TRIES, GeneratorConfig
-from mscg.training.defaults import DEFAULT_BEAM_SIZE, DEFAULT_VALID_USERS, GENERATOR_LOOP, LoopConfig
+from mscg.models.generator_config import GeneratorConfig
+from mscg.recommenders.defaults import DEFAULT_BEAM_SIZE
+from mscg.training.defaults import GENERATOR_LOOP, LoopConfig, valid_users_option
+
+RECORD = "train.toml"  # the options of the run, in every output (`mscg train --config OUTPUT/train.toml` reruns it)
+
+
+@dataclass
+class TrainOptions:
+    """What `train` sets beyond the model (GeneratorConfig) and its training loop (LoopConfig)."""
+
+    valid_users: int = valid_users_option()
+    beam_size: int = option(DEFAULT_BEAM_SIZE, ge=10, help="Beam size for validation (and the default for evaluate); "
+                            "at least 10, as early stopping watches NDCG@10.")
+    window_stride: int | None = option(None, ge=1, help="--samples window: a window starts every this many items and "
+                                       "trains on its last this many targets (default: half of --max-history).")
+    pack: bool = option(True, flag="--pack/--no-pack", help="--samples window: pack short windows into shared rows so "
+                        "that no compute goes to padding (the same loss).")
+
+    def check(self, model: GeneratorConfig) -> None:
+        check_fields(self)
+        if self.window_stride is not None and self.window_stride > model.max_history:
+            raise UsageError(f"--window-stride {self.window_stride} must be between 1 and --max-history "
+                             f"({model.max_history})")
+
+
+# Every option's default, each stated once: `mscg train`'s flags, train.toml and `mscg.train(...)` start from these.
+CONFIGS = {"config": GeneratorConfig(), "loop": GENERATOR_LOOP, "options": TrainOptions()}
 
 
 @dataclass
@@ -33,65 +59,43 @@ class TrainResult:
     targets_per_second: float = 0.0
 
 
-def parse_modalities(text: str | None, available: list[str]) -> list[str]:
-    if text is None:
+def parse_modalities(chosen: list[str], available: list[str]) -> list[str]:
+    """The input modalities (all the codes hold, when none are chosen), in the codes' order."""
+    if not chosen:
         return list(available)
-    chosen = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in available]
-    if unknown or not chosen:
-        raise UsageError(f"--modalities {text!r}: the codes hold {', '.join(available)}; choose among those")
+    if unknown:
+        raise UsageError(f"--modalities {','.join(chosen)!r}: the codes hold {', '.join(available)}; choose among "
+                         "those")
     return [m for m in available if m in chosen]
 
 
-def check_config(config: GeneratorConfig, valid_users: int, beam_size: int) -> None:
-    """The flags' values, each refused with its flag named, before anything is read."""
-    if config.constraint not in CONSTRAINTS:
-        raise UsageError(f"--constraint {config.constraint!r} must be one of: {', '.join(CONSTRAINTS)}")
-    if config.history_encoding not in HISTORY_ENCODINGS:
-        raise UsageError(f"--history-encoding {config.history_encoding!r} must be tokens or items")
-    if config.train_trie not in TRAIN_TRIES:
-        raise UsageError(f"--train-trie {config.train_trie!r} must be one of: {', '.join(TRAIN_TRIES)}")
-    if config.samples not in SAMPLES:
-        raise UsageError(f"--samples {config.samples!r} must be one of: {', '.join(SAMPLES)}")
-    if config.samples == "window" and config.history_encoding != "items":
-        raise UsageError("--samples window reads one encoder position per item: use it with --history-encoding "
-                         "items (or train --samples prefix)")
-    if min(config.max_history, config.n_layers, beam_size, valid_users) < 1:
-        raise UsageError("--max-history, --n-layers, --beam-size and --valid-users must be at least 1")
-    if min(config.d_model, config.n_heads, config.d_ff, config.n_decoder_layers) < 1:
-        raise UsageError("--d-model, --n-heads, --d-ff and --n-decoder-layers must be at least 1")
-    check_attention(config.d_model, config.n_heads, config.dropout)
-    if not 0 <= config.modality_mask_prob < 1:
-        raise UsageError("--mask-prob must be in [0, 1)")
-    if not 0 <= config.label_smoothing < 1:
-        raise UsageError("--label-smoothing must be in [0, 1)")
-    if beam_size < 10:
-        raise UsageError("--beam-size must be at least 10: early stopping watches validation NDCG@10")
-    if config.dense_loss_weight < 0 or config.dense_negatives < 1 or not config.dense_temperature > 0:
-        raise UsageError("--dense-loss-weight must be >= 0, --dense-negatives >= 1 and --dense-temperature > 0")
-
-
 def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig | None = None,
-          loop: LoopConfig = GENERATOR_LOOP, modalities: str | None = None, valid_users: int = DEFAULT_VALID_USERS,
-          beam_size: int = DEFAULT_BEAM_SIZE, window_stride: int | None = None, dense_content: list[Path] | None = None,
-          device: str = "auto", force: bool = False, resume: bool = False, keep_checkpoint: bool = False
-          ) -> TrainResult:
-    """Train the generator over the codes (`config`: the architecture; its vocabulary and input modalities
-    are taken from the codes, `modalities` chooses among them; `loop.seed` seeds it) and write OUTPUT. With
-    `dense_content` (text/image embeddings) the model also gets a dense head over the items' content."""
+          loop: LoopConfig | None = None, options: TrainOptions | None = None, dense_content: list[Path] | None = None,
+          device: str = "auto", force: bool = False, resume: bool = False, keep_checkpoint: bool = False,
+          config_file: Path | None = None, on_event=None, **values: Any) -> TrainResult:
+    """Train the generator over the codes and write OUTPUT, as `mscg train` does (`mscg.train` in Python).
+
+    The options: `config` (the architecture; its vocabulary and input modalities are taken from the codes, its
+    `modalities` choose among them), `loop` (the training regime; `loop.seed` seeds the run) and `options`
+    (validation, windows), CONFIGS' by default; a TOML `config_file` (e.g. a trained folder's train.toml) and the
+    keyword `values` set any option by its name (d_model=64, epochs=10, seed=1), the keywords over the file. With
+    `dense_content` (text/image embeddings) the model also gets a dense head over the items' content.
+    `on_event(event)` gets every training event (mscg.training.loop.Event) the progress display gets."""
     from mscg.artifacts.codes import load_codes
     from mscg.artifacts.modeldir import save_model_dir
     from mscg.training import distributed as dist
-    from mscg.training.generator import fit_generator
+    from mscg.training.generator import default_window_stride, fit_generator
     from mscg.training.loop import RESUME_FILE
 
     dist.init_from_env()
-    config = config or GeneratorConfig()
-    check_config(config, valid_users, beam_size)
-    if window_stride is not None and not 1 <= window_stride <= config.max_history:
-        raise UsageError(f"--window-stride {window_stride} must be between 1 and --max-history "
-                         f"({config.max_history})")
-    loop.check()  # flags first: nothing is read or written for a command that cannot run
+    given = {"config": config or CONFIGS["config"], "loop": loop or CONFIGS["loop"],
+             "options": options or CONFIGS["options"]}
+    chosen = configure(given, values, file=config_file, where="mscg train")
+    config, loop, options = chosen["config"], chosen["loop"], chosen["options"]
+    config.check()
+    loop.check()
+    options.check(config)  # flags first: nothing is read or written for a command that cannot run
     items_path, interactions_path = dataset_files(data)
     dense_content = [Path(p) for p in dense_content or []]
     inputs = [Path(data), items_path, interactions_path, codes_path, *dense_content,  # never write into DATA,
@@ -109,7 +113,8 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
     if config.decode_modality not in available:
         raise UsageError(f"--decode {config.decode_modality}: the codes hold {', '.join(available)}; choose one "
                          "of those")
-    config = replace(config, vocabulary=codes.vocab.to_json(), modalities=parse_modalities(modalities, available))
+    config = replace(config, vocabulary=codes.vocab.to_json(), n_decoder_layers=config.decoder_layers,
+                     modalities=parse_modalities(config.modalities, available))
     item_content, content_inputs = None, {}
     if dense_content:
         import torch
@@ -143,9 +148,12 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
 
     with main_rank_output(output, main=dist.is_main(), force=force, inputs=inputs, resumable=True,
                           resume=resume) as tmp:
-        events = fit_generator(config, loop, codes, ds, device=dev, valid_users=valid_users, beam_size=beam_size,
-                               window_stride=window_stride, item_content=item_content,
-                               checkpoint_dir=tmp, resume=resume, fingerprint={"inputs": prov["inputs"]})
+        events = fit_generator(config, loop, codes, ds, device=dev, valid_users=options.valid_users,
+                               beam_size=options.beam_size, window_stride=options.window_stride, pack=options.pack,
+                               item_content=item_content, checkpoint_dir=tmp, resume=resume,
+                               fingerprint={"inputs": prov["inputs"]})
+        if on_event is not None:
+            events = tap(events, on_event)
         model, result = render(events, "train (generator)", quiet=not dist.is_main(), on_info=announce)
         if dist.is_main():
             from mscg.artifacts.modeldir import copy_codes_into, save_item_keys
@@ -154,9 +162,14 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
             # the model directory carries its codes (named relatively) and its training popularity
             own_codes = copy_codes_into(tmp, codes_path, prov["inputs"]["codes"]["sha256"])
             save_model_dir(tmp, "model", model.cpu(), config.to_json(), item_ids=codes.item_ids,
-                           codes=own_codes, beam_size=beam_size, parameters=setup["parameters"],
+                           codes=own_codes, beam_size=options.beam_size, parameters=setup["parameters"],
                            training=result.summary(), provenance=prov,
                            train_item_counts=train_counts(ds.split, len(ds.catalogue)).tolist())
+            window = config.samples == "window"
+            stride = options.window_stride or default_window_stride(config.max_history) if window else None
+            (tmp / RECORD).write_text(toml_text(
+                [config, loop, replace(options, window_stride=stride)], record_header(),
+                leave_out=set() if window else {"window_stride"}), encoding="utf-8")
             if model.item_key_table is not None:
                 save_item_keys(tmp, model.item_key_table)
             if not keep_checkpoint:
@@ -167,81 +180,29 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
                        samples_per_second=result.samples_per_second, targets_per_second=result.targets_per_second)
 
 
-MODEL = GeneratorConfig()  # the defaults of the flags below
+def record_header() -> str:
+    return (f"The options of the `mscg train` run that wrote this folder (mscg {__version__}). To train it again:\n"
+            f"  mscg train --config {RECORD} -d DATA --codes CODES -o OUTPUT [--dense-content EMB ...]\n"
+            "(a flag given there overrides this file; the paths are not options).\n")
 
 
 @user_errors
+@config_options(CONFIGS, record=RECORD, flags={
+    "decode_modality": {"choices": MODALITIES},  # (the models know no artifacts; the codes hold a subset)
+    "batch_size": {"help": "Targets per step (with --samples window: as many windows as hold about this many "
+                           "targets)."}})
 def train_cli(
     data: DataOpt,
     codes: Annotated[Path, typer.Option(help="Codes directory from assign-codes.", show_default=False)],
     output: OutputOpt,
-    modalities: Annotated[str | None, typer.Option(help="Input modalities, comma-separated (default: all in the "
-                                                        "codes).")] = None,
-    decode: Annotated[Literal[MODALITIES], typer.Option(
-        help="Modality whose codes are generated: collab, text or image.")
-    ] = MODEL.decode_modality,
-    constraint: Annotated[Literal[CONSTRAINTS], typer.Option(
-        help="Constrained sequence learning: trie (softmax over valid "
-             "continuations), level, or off.")] = MODEL.constraint,
-    max_history: Annotated[int, typer.Option(help="History items the encoder reads.")] = MODEL.max_history,
-    d_model: Annotated[int, typer.Option(help="Model width.")] = MODEL.d_model,
-    n_layers: Annotated[int, typer.Option(help="Encoder layers.")] = MODEL.n_layers,
-    n_decoder_layers: Annotated[int | None, typer.Option(help="Decoder layers (default: --n-layers).")] = None,
-    n_heads: Annotated[int, typer.Option(help="Attention heads.")] = MODEL.n_heads,
-    d_ff: Annotated[int, typer.Option(help="Feed-forward width.")] = MODEL.d_ff,
-    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = MODEL.dropout,
-    mask_prob: Annotated[float, typer.Option(help="Probability of masking a history item's modality in "
-                                                  "training.")] = MODEL.modality_mask_prob,
-    dual_positions: Annotated[bool, typer.Option(help="Add item-position and code-slot embeddings.")
-                              ] = MODEL.dual_positions,
-    history_encoding: Annotated[Literal[HISTORY_ENCODINGS], typer.Option(
-        help="items: one encoder position per history item (the sum "
-             "of its code-token embeddings); tokens: one per code "
-             "token (the paper's reading, ~8x the compute).")
-    ] = MODEL.history_encoding,
-    label_smoothing: Annotated[float, typer.Option(help="Share of each target spread evenly over the tokens "
-                                                        "the constraint permits (0: plain cross-entropy).")
-                               ] = MODEL.label_smoothing,
-    train_trie: Annotated[Literal[TRAIN_TRIES], typer.Option(
-        help="Items whose codes the trie constraint of the training loss "
-             "covers: all (the paper), or trained (those with training "
-             "interactions: an item training never meets, new or withheld, "
-             "is then no negative, and stays decodable).")
-    ] = MODEL.train_trie,
+    config: GeneratorConfig = CONFIGS["config"],
+    loop: LoopConfig = CONFIGS["loop"],
+    options: TrainOptions = CONFIGS["options"],
     dense_content: Annotated[list[Path] | None, typer.Option(
         "--dense-content", help="Beyond the paper (LIGER-style): also train a dense head that scores every item by "
         "these text/image embeddings (from `mscg embed`; repeat per modality), for `mscg fuse` to re-rank the beam "
         "with, and that scores items training never met.", show_default=False)] = None,
-    dense_loss_weight: Annotated[float, typer.Option(help="Weight of the dense head's loss next to the codes' "
-                                                          "loss.")] = MODEL.dense_loss_weight,
-    dense_negatives: Annotated[int, typer.Option(help="Items each step's dense softmax runs over (a uniform "
-                                                      "sample plus the batch's targets in larger catalogues).")
-                               ] = MODEL.dense_negatives,
-    dense_temperature: Annotated[float, typer.Option(help="Temperature of the dense head's cosine scores.")
-                                 ] = MODEL.dense_temperature,
-    samples: Annotated[Literal[SAMPLES], typer.Option(
-        help="prefix: one training prefix per sample, a bidirectional encoder "
-             "(the paper's model); window: every target of a history window in "
-             "one pass, a causal encoder.")] = MODEL.samples,
-    window_stride: Annotated[int | None, typer.Option(help="--samples window: a window starts every this many "
-                                                           "items and trains on its last this many targets "
-                                                           "(default: half of --max-history).")] = None,
-    epochs: EpochsOpt = GENERATOR_LOOP.epochs,
-    batch_size: Annotated[int, typer.Option(help="Targets per step (with --samples window: as many windows as "
-                                                 "hold about this many targets).")] = GENERATOR_LOOP.batch_size,
-    lr: LrOpt = GENERATOR_LOOP.lr,
-    weight_decay: WeightDecayOpt = GENERATOR_LOOP.weight_decay,
-    patience: PatienceOpt = GENERATOR_LOOP.patience,
-    validate_every: ValidateEveryOpt = GENERATOR_LOOP.validate_every,
-    log_every: LogEveryOpt = GENERATOR_LOOP.log_every,
-    warmup_steps: WarmupStepsOpt = warmup_text(GENERATOR_LOOP.warmup_steps),
-    valid_users: Annotated[int, typer.Option(help="Users validated after each epoch (a seeded sample when there "
-                                                  "are more).")] = DEFAULT_VALID_USERS,
-    beam_size: Annotated[int, typer.Option(help="Beam size for validation (and the default for evaluate).")
-                         ] = DEFAULT_BEAM_SIZE,
     device: DeviceOpt = "auto",
-    precision: PrecisionOpt = GENERATOR_LOOP.precision,
-    seed: SeedOpt = 0,
     force: ForceOpt = False,
     resume: ResumeOpt = False,
     keep_checkpoint: KeepCheckpointOpt = False,
@@ -250,27 +211,19 @@ def train_cli(
     in one modality (collab by default) with constrained sequence learning.
 
     Reads DATA (training split only; validation targets for early stopping) and the codes; writes
-    OUTPUT/config.json + model.safetensors + meta.json. Runs under torchrun for multi-GPU training.
+    OUTPUT/config.json + model.safetensors + meta.json, and OUTPUT/train.toml: the run's options, which
+    --config reads back. Runs under torchrun for multi-GPU training.
 
     [bold]Examples[/bold]
 
       mscg train -d data/ml-100k --codes work/codes -o work/generator
 
       mscg train -d data/ml-100k --codes work/codes -o work/tiger --modalities text --decode text
+
+      mscg train -d data/ml-100k --codes work/codes -o work/seed1 --config work/generator/train.toml --seed 1
     """
-    config = GeneratorConfig(decode_modality=decode, constraint=constraint, max_history=max_history, d_model=d_model,
-                             n_layers=n_layers, n_decoder_layers=n_decoder_layers, n_heads=n_heads, d_ff=d_ff,
-                             dropout=dropout, modality_mask_prob=mask_prob, dual_positions=dual_positions,
-                             history_encoding=history_encoding, samples=samples, label_smoothing=label_smoothing,
-                             train_trie=train_trie, dense_loss_weight=dense_loss_weight,
-                             dense_negatives=dense_negatives, dense_temperature=dense_temperature)
-    loop = replace(GENERATOR_LOOP, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   patience=patience, validate_every=validate_every, warmup_steps=parse_warmup(warmup_steps),
-                   precision=precision, seed=seed, log_every=log_every)
-    r = train(data, codes, output, config=config, loop=loop, modalities=modalities, valid_users=valid_users,
-              beam_size=beam_size, window_stride=window_stride, dense_content=dense_content, device=device,
-              force=force, resume=resume,
-              keep_checkpoint=keep_checkpoint)
+    r = train(data, codes, output, config=config, loop=loop, options=options, dense_content=dense_content,
+              device=device, force=force, resume=resume, keep_checkpoint=keep_checkpoint)
     from mscg.training import distributed as dist
 
     if dist.is_main():

@@ -18,10 +18,13 @@ def left_pad(sequences: Sequence[np.ndarray], length: int, *, pad: int, offset: 
     return torch.from_numpy(out)
 
 
-def seen_items(histories: Sequence[np.ndarray], keep: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Per user, the items of the history, less `keep[row]` (an evaluation target stays rankable)."""
-    out = []
-    for row, history in enumerate(histories):
-        items = torch.as_tensor(np.asarray(history), dtype=torch.long)
-        out.append(items[items != keep[row]] if keep is not None else items)
-    return out
+def excluded_items(histories: Sequence[np.ndarray], n_items: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n_items) bool: the items a ranking that leaves the history out must not return, each history's own,
+    less `keep[row]` (an evaluation target stays rankable). Every recommender excludes through this mask."""
+    excluded = torch.zeros(len(histories), n_items, dtype=torch.bool)
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(histories) else rows
+    excluded[torch.from_numpy(rows), torch.from_numpy(items)] = True
+    if keep is not None:
+        excluded[torch.arange(len(histories)), keep.cpu()] = False
+    return excluded

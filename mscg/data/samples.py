@@ -58,27 +58,40 @@ class SASRecWindows:
         """The windows' real items packed into rows of max_history: history and targets (rows, L) as in a
         padded batch, plus positions (each item's column in its padded window) and segments (k + 1 for the
         k-th window of the batch, 0 for the padding left at the end of rows)."""
-        L = self.max_history
-        lengths = self.lengths[indices.cpu().numpy()]  # (B,)
+        p = PackedLayout(self.lengths, indices, self.max_history, self.inputs.device)
+        return {"history": p.gather(self.inputs, 0), "targets": p.gather(self.targets, IGNORE), "positions": p.src,
+                "segments": p.segments}
+
+
+class PackedLayout:
+    """Where a batch of right-aligned windows' real items go when packed into rows of L (first-fit decreasing):
+    window b's item at column `src` of its padded window goes to row `dst_row`, column `dst`. `src`, `within`
+    (its place counted from its window's first item) and `segments` (b + 1; 0 for the padding left at the end of
+    rows) come as (rows, L) tensors on `device`."""
+
+    def __init__(self, lengths: np.ndarray, indices: torch.Tensor, L: int, device: torch.device):
+        lengths = lengths[indices.cpu().numpy()]  # (B,) real items of each window
         row, start = first_fit_decreasing(lengths, L)
-        # every real item of the batch: window b, column `src` of its padded window -> row `dst_row`, column `dst`
-        b = np.repeat(np.arange(len(lengths)), lengths)
-        within = np.arange(len(b)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        src = L - lengths[b] + within
-        dst_row, dst = row[b], start[b] + within
-        device = self.inputs.device
-        window = indices.to(device)[torch.from_numpy(b).to(device)]
-        src, dst_row, dst = (torch.from_numpy(a).to(device) for a in (src, dst_row, dst))
-        shape = (int(row.max()) + 1, L) if len(row) else (0, L)
-        history = torch.zeros(shape, dtype=torch.long, device=device)
-        targets = torch.full(shape, IGNORE, dtype=torch.long, device=device)
-        positions = torch.zeros(shape, dtype=torch.long, device=device)
-        segments = torch.zeros(shape, dtype=torch.long, device=device)
-        history[dst_row, dst] = self.inputs[window, src]
-        targets[dst_row, dst] = self.targets[window, src]
-        positions[dst_row, dst] = src
-        segments[dst_row, dst] = torch.from_numpy(b + 1).to(device)
-        return {"history": history, "targets": targets, "positions": positions, "segments": segments}
+        b = np.repeat(np.arange(len(lengths)), lengths)  # the window of every real item of the batch
+        within = np.arange(len(b)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # its place in its window
+        self.window = indices.to(device)[torch.from_numpy(b).to(device)]
+        src, self.dst_row, self.dst = (torch.from_numpy(a).to(device)
+                                       for a in (L - lengths[b] + within, row[b], start[b] + within))
+        self.shape = (int(row.max()) + 1, L) if len(row) else (0, L)
+        self.src_flat = src
+        self.src = self.place(src, 0)  # (rows, L) each item's column in its padded window
+        self.within = self.place(torch.from_numpy(within).to(device), 0)  # (rows, L)
+        self.segments = self.place(torch.from_numpy(b + 1).to(device), 0)  # (rows, L)
+
+    def place(self, values: torch.Tensor, fill: int) -> torch.Tensor:
+        """(n_real,) values of the real items -> (rows, L), `fill` elsewhere."""
+        out = torch.full(self.shape, fill, dtype=values.dtype, device=values.device)
+        out[self.dst_row, self.dst] = values
+        return out
+
+    def gather(self, table: torch.Tensor, fill: int) -> torch.Tensor:
+        """A (N_windows, L) table of padded windows, packed: (rows, L), `fill` where no item is."""
+        return self.place(table[self.window, self.src_flat], fill)
 
 
 def first_fit_decreasing(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +193,9 @@ class GeneratorWindows:
 
     def __init__(self, split: Split, history_tokens: HistoryTokens, *, target_codes: torch.Tensor, trie,
                  slot_modality: torch.Tensor, mask_tokens: torch.Tensor, mask_prob: float,
-                 device: torch.device = torch.device("cpu"), stride: int | None = None):
+                 device: torch.device = torch.device("cpu"), stride: int | None = None, pack: bool = False):
         windows = SASRecWindows(split, history_tokens.max_history, stride=stride)  # on the CPU: reshaped here
+        self.lengths, self.max_history, self.pack = windows.lengths, history_tokens.max_history, pack
         pad_item = history_tokens.pad_item
         self.inputs = torch.where(windows.inputs > 0, windows.inputs - 1, pad_item).to(device)  # (N_w, L)
         targets = windows.targets  # (N_w, L), IGNORE where no target
@@ -202,14 +216,20 @@ class GeneratorWindows:
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         indices = indices.to(self.device)
-        tokens = self.table[self.inputs[indices]]  # (B, L, S)
+        packed = {}
+        if self.pack:
+            p = PackedLayout(self.lengths, indices, self.max_history, self.device)
+            inputs, targets = p.gather(self.inputs, len(self.table) - 1), p.gather(self.targets, -1)  # (rows, L)
+            packed = {"positions": p.within, "segments": p.segments}
+        else:
+            inputs, targets = self.inputs[indices], self.targets[indices]  # (B, L)
+        tokens = self.table[inputs]  # (B, L, S)
         if self.mask_prob > 0:
             tokens = mask_modalities(tokens, self.slot_modality, self.mask_tokens, self.mask_prob)
-        targets = self.targets[indices]  # (B, L)
         items = targets.clamp(min=0)
         allowed = self.trie.allowed_along(items.reshape(-1))  # (B*L, D, W)
         return {"history": tokens, "target": self.target_codes[items], "valid": targets >= 0,
-                "allowed": allowed.view(*targets.shape, *allowed.shape[1:]), "item": items}
+                "allowed": allowed.view(*targets.shape, *allowed.shape[1:]), "item": items, **packed}
 
 
 def mask_modalities(tokens: torch.Tensor, slot_modality: torch.Tensor, mask_tokens: torch.Tensor,

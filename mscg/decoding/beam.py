@@ -157,11 +157,11 @@ def last_level_log_probs(model: Generator, decoder: IncrementalDecoder, tokens: 
 
 @torch.no_grad()
 def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_size: int,
-                banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                excluded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """history: (B, H, S) tokens -> items (B, beam_size) (-1 where fewer items exist), scores (B, beam_size).
 
-    Items are sorted by score, best first. `banned` (B, n_items) bool: items a user must not get (e.g. the
-    history's); the search drops every prefix that leads only to banned items, so its beams stay on the
+    Items are sorted by score, best first. `excluded` (B, n_items) bool: items a user must not get (e.g. the
+    history's); the search drops every prefix that leads only to excluded items, so its beams stay on the
     others, whose scores are those of the unrestricted search (normalised over the trie's children).
     """
     B = history.shape[0]
@@ -172,7 +172,7 @@ def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_si
     scores = torch.zeros(B, 1, device=device)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # everybody at the root
     users = torch.arange(B, device=device)[:, None]
-    dead = trie.dead_nodes(banned.to(device)) if banned is not None else None  # per level (B, n_nodes)
+    excluded_nodes = trie.excluded_nodes(excluded.to(device)) if excluded is not None else None  # per level
     for level in range(trie.depth):
         K = nodes.shape[1]
         children = trie.children(level, nodes, as_long=False)  # (B, K, size) int32
@@ -185,8 +185,9 @@ def beam_search(model: Generator, history: torch.Tensor, trie: CodeTrie, beam_si
         size = logp.shape[-1]
         candidates = (scores[..., None] + logp.view(B, K, size)).view(B, K * size)  # (B, K*size)
         candidates = candidates.masked_fill(candidates.isnan(), float("-inf"))  # NaN is the worst score, not the best
-        if dead is not None:
-            gone = dead[level].gather(1, children.view(B, K * size).clamp(min=0).long()) & (children.view(B, -1) >= 0)
+        if excluded_nodes is not None:
+            gone = (excluded_nodes[level].gather(1, children.view(B, K * size).clamp(min=0).long())
+                    & (children.view(B, -1) >= 0))
             candidates = candidates.masked_fill(gone, float("-inf"))
         scores, flat = top_width(candidates, min(beam_size, K * size))  # (B, K')
         origin, code = flat // size, flat % size

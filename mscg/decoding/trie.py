@@ -110,19 +110,19 @@ class CodeTrie:
         out[row, self.child_code[level][edge]] = self.child_next[level][edge].to(out.dtype)
         return out.view(*nodes.shape, size)
 
-    def dead_nodes(self, banned: torch.Tensor) -> list[torch.Tensor]:
-        """banned (B, n_items) bool, per user -> for every level j, (B, n_nodes at depth j+1) bool: the nodes
-        (at the last level the items) all of whose items that user has banned. A search that drops them never
-        spends a beam on a prefix leading only to banned items."""
+    def excluded_nodes(self, excluded: torch.Tensor) -> list[torch.Tensor]:
+        """excluded (B, n_items) bool, per user -> for every level j, (B, n_nodes at depth j+1) bool: the nodes
+        (at the last level the items) all of whose items that user excludes. A search that drops them never
+        spends a beam on a prefix leading only to excluded items."""
         present = self.node_of[:, 0] >= 0  # items in the trie
         out = []
         for depth in range(1, self.depth):
             n = self.n_nodes[depth]
             node = torch.where(present, self.node_of[:, depth].long(), torch.full_like(self.node_of[:, 0].long(), n))
             items = torch.bincount(node, minlength=n + 1)[:n]  # (n,) items under each node
-            hit = torch.zeros(banned.shape[0], n + 1, device=banned.device).index_add_(1, node, banned.float())
+            hit = torch.zeros(excluded.shape[0], n + 1, device=excluded.device).index_add_(1, node, excluded.float())
             out.append(hit[:, :n] >= items)
-        out.append(banned & present)
+        out.append(excluded & present)
         return out
 
     def allowed_along(self, items: torch.Tensor) -> torch.Tensor:

@@ -21,3 +21,14 @@ class JsonConfig:
         if unknown:
             raise TypeError(f"unknown {cls.__name__} fields {unknown}")
         return cls(**obj)
+
+
+def check_attention(d_model: int, n_heads: int, dropout: float) -> None:
+    """The options every transformer config shares, refused with the flag and the value named (before the ranges
+    of `mscg.configs.check_fields`, which name the flag only)."""
+    from mscg.errors import UsageError
+
+    if isinstance(dropout, (int, float)) and not 0 <= dropout < 1:
+        raise UsageError(f"--dropout {dropout} must be in [0, 1)")
+    if isinstance(d_model, int) and isinstance(n_heads, int) and n_heads >= 1 and d_model % n_heads:
+        raise UsageError(f"--d-model {d_model} must be divisible by --n-heads {n_heads}")

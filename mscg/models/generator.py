@@ -115,18 +115,25 @@ class Generator(nn.Module):
         states = self.t5.encode(x, mask.bool()[:, None, :].expand(B, T, T))  # (B, T, C): padding keys masked
         return states, mask
 
-    def causal_states(self, history: torch.Tensor) -> torch.Tensor:
+    def causal_states(self, history: torch.Tensor, positions: torch.Tensor | None = None,
+                      segments: torch.Tensor | None = None) -> torch.Tensor:
         """The window encoder: (B, H, S) history tokens -> (B, H, C) states, position t attending to the
-        real items <= t; item positions count from each row's first real item."""
+        real items <= t; item positions count from each row's first real item. Packed rows (GeneratorWindows
+        with `pack`) hold several windows: `segments` (B, H) numbers them 1, 2, ... (0: padding) and an item
+        attends within its own; `positions` (B, H) count from each window's first item."""
         B, H, S = history.shape
         real_item = (history != PAD).any(dim=2)  # (B, H)
         x = self.t5.shared(history).sum(dim=2) * S ** -0.5  # (B, H, C), as in "items" encoding
         if self.config.dual_positions:
-            x = x + self.item_position((real_item.long().cumsum(dim=1) - 1).clamp(min=0))  # (B, H, C)
+            if positions is None:
+                positions = (real_item.long().cumsum(dim=1) - 1).clamp(min=0)
+            x = x + self.item_position(positions)  # (B, H, C)
         causal = torch.ones(H, H, dtype=torch.bool, device=history.device).tril()
         eye = torch.eye(H, dtype=torch.bool, device=history.device)
-        allowed = (causal & real_item[:, None, :]) | eye  # (B, H, H): padding rows see themselves only
-        return self.t5.encode(x, allowed)
+        allowed = causal & real_item[:, None, :]  # (B, H, H)
+        if segments is not None:
+            allowed = allowed & (segments[:, :, None] == segments[:, None, :])
+        return self.t5.encode(x, allowed | eye)  # padding rows see themselves only
 
     # ---- decoder -------------------------------------------------------------------------------
     def decode(self, tokens: torch.Tensor, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -201,7 +208,8 @@ class Generator(nn.Module):
 
     # ---- training ------------------------------------------------------------------------------
     def forward(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
-                valid: torch.Tensor | None = None, item: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor | None = None, item: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, segments: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of generating the target codes.
 
         One target per history: history (B, H, S) tokens; target (B, D) local codes of the decode
@@ -209,10 +217,10 @@ class Generator(nn.Module):
         A window (with `valid`): target (B, H, D) and allowed (B, H, D, W) for the next item of every
         position, valid (B, H) bool where that target exists; the loss is the mean over valid targets.
         `item`: the target items' indices ((B,) or (B, H)), which the dense head's loss (when the model has one)
-        adds to the codes' loss.
+        adds to the codes' loss. Packed windows add `positions` and `segments` (see `causal_states`).
         """
         if valid is not None:
-            return self.window_loss(history, target, allowed, valid, item)
+            return self.window_loss(history, target, allowed, valid, item, positions, segments)
         hidden = self.teacher_forced(history, target)  # (B, D, C)
         loss = self.sequence_loss(hidden, target, allowed)
         if self.dense_query is not None:
@@ -249,17 +257,27 @@ class Generator(nn.Module):
         return self.t5.output_scale
 
     def window_loss(self, history: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor,
-                    valid: torch.Tensor, item: torch.Tensor | None = None) -> torch.Tensor:
+                    valid: torch.Tensor, item: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                    segments: torch.Tensor | None = None) -> torch.Tensor:
         """Every target of a window in one pass (see `forward`): one causal encoder pass, one decoder pass
-        for all positions, the sequence of position t cross-attending to positions <= t."""
-        first = first_real_column(history)
-        history, target, allowed, valid = history[:, first:], target[:, first:], allowed[:, first:], valid[:, first:]
+        for all positions, the sequence of position t cross-attending to positions <= t (of its own window)."""
+        if segments is None:  # right-aligned windows: drop the batch's leading all-pad columns
+            columns = slice(first_real_column(history), None)
+        else:  # packed rows, left-aligned: drop the batch's trailing all-pad columns
+            used = (segments > 0).any(dim=0)  # (H,)
+            columns = slice(0, int(used.nonzero().max()) + 1 if bool(used.any()) else 1)
+            positions, segments = positions[:, columns], segments[:, columns]
+        history, target, allowed, valid = history[:, columns], target[:, columns], allowed[:, columns], \
+            valid[:, columns]
+        item = item[:, columns] if item is not None else None
         H = target.shape[1]  # target: (B, H, D)
-        states = self.causal_states(history)  # (B, H, C)
+        states = self.causal_states(history, positions, segments)  # (B, H, C)
         decoder_input = self.decoder_input(target)  # (B, H, D)
         real_item = (history != PAD).any(dim=2)  # (B, H)
         user, position = valid.nonzero(as_tuple=True)  # (N,) each: the targets, padding left out
         sees = (torch.arange(H, device=history.device)[None] <= position[:, None]) & real_item[user]  # (N, H)
+        if segments is not None:
+            sees = sees & (segments[user] == segments[user, position][:, None])
         hidden = self.t5.decode(decoder_input[user, position], states, user, sees,
                                 start=states[user, position]) * self.output_scale  # (N, D, C)
         if not len(user):
@@ -269,7 +287,7 @@ class Generator(nn.Module):
             return zero
         loss = self.sequence_loss(hidden, target[user, position], allowed[user, position])
         if self.dense_query is not None:
-            loss = loss + self.dense_loss(hidden[:, 0], item[:, first:][user, position])
+            loss = loss + self.dense_loss(hidden[:, 0], item[user, position])
         return loss
 
     def sequence_loss(self, hidden: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mscg.models.config import JsonConfig
+from mscg.configs import check_fields, option
+from mscg.models.config import JsonConfig, check_attention
 
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 # Sampled softmax's negatives per batch. eSASRec and gSASRec draw 256 (per position); on Amazon Toys (11,924
@@ -19,16 +20,27 @@ FULL_SOFTMAX_MAX_ITEMS = 4 * DEFAULT_NEGATIVES
 @dataclass
 class SASRecConfig(JsonConfig):
     n_items: int
-    max_history: int = 50
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.2
+    max_history: int = option(50, help="Items of history SASRec attends to.", ge=1)
+    d_model: int = option(64, help="Embedding width.", ge=1)
+    n_layers: int = option(2, help="Self-attention blocks.", ge=1)
+    n_heads: int = option(2, help="Attention heads.", ge=1)
+    dropout: float = option(0.2, help="Dropout rate.", ge=0, lt=1)
     # How it trains; None: chosen from the catalogue's size by `resolved` (a saved config holds the choice).
-    negatives: int | None = None  # 0: full softmax over every item; N: sampled softmax, N negatives per batch
-    negative_sampler: str = "uniform"  # how negatives are drawn: "uniform", or "popularity"
-    pack: bool | None = None  # short training windows share rows, so no compute goes to padding
+    negatives: int | None = option(None, ge=0, help="Sampled softmax with N negatives shared by each batch; 0: full "
+                                   f"softmax over every item. Default: full softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} "
+                                   f"items, {DEFAULT_NEGATIVES} negatives above.")
+    negative_sampler: str = option("uniform", choices=NEGATIVE_SAMPLERS, help="How negatives are drawn: uniform "
+                                   "(from the catalogue), or popularity (in proportion to each item's training "
+                                   "count, with the logQ correction).")
+    pack: bool | None = option(None, flag="--pack/--no-pack", help="Pack short training windows into shared rows so "
+                               "that no compute goes to padding (the same loss). Default: on with sampled softmax, "
+                               "off with full softmax.")
     model_type: str = "sasrec"
+
+    def check(self) -> None:
+        """The options, each refused with its flag named, before anything is read."""
+        check_attention(self.d_model, self.n_heads, self.dropout)
+        check_fields(self)
 
     def resolved(self, n_items: int) -> SASRecConfig:
         """This config for a catalogue of `n_items`, what was left to choose chosen: full softmax up to

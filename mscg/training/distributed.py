@@ -15,6 +15,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from mscg.devices import default_device, resolve_device  # noqa: F401  (training resolves --device too)
+
 
 def init_from_env() -> None:
     """Join the process group torchrun describes in the environment (no-op for a plain run).
@@ -75,24 +77,3 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 def shard(n: int) -> range:
     """This rank's share of range(n) (strided, so every rank gets a similar mix)."""
     return range(rank(), n, world_size())
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks the GPU when one is present."""
-    from mscg.errors import UsageError
-
-    if name == "auto":
-        return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no GPU is visible; use --device cpu or auto")
-    return device

@@ -18,10 +18,12 @@ from mscg.data.samples import GeneratorSamples, GeneratorWindows
 from mscg.data.split import Dataset
 from mscg.decoding.trie import CodeTrie
 from mscg.errors import DataError
-from mscg.generator_recommender import DEFAULT_BEAM_SIZE, GeneratorRecommender, generator_parts
+from mscg.recommenders.defaults import DEFAULT_BEAM_SIZE
+from mscg.recommenders.generator import GeneratorRecommender, generator_parts
 from mscg.models.generator import Generator, GeneratorConfig
 from mscg.popularity import train_counts
 from mscg.training import distributed as dist
+from mscg.evaluation import validation_users
 from mscg.training.defaults import DEFAULT_VALID_USERS
 from mscg.training.defaults import GENERATOR_LOOP as GENERATOR_LOOP  # its home before defaults.py
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
@@ -39,15 +41,9 @@ def windows_per_step(batch_size: int, n_windows: int, n_targets: int) -> int:
     return max(1, round(batch_size * n_windows / max(n_targets, 1)))
 
 
-def validation_users(n_users: int, valid_users: int, seed: int) -> np.ndarray:
-    """The users validated after each epoch: all of them, or a seeded sample of `valid_users`, sorted."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.permutation(n_users)[:valid_users])
-
-
 def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: Dataset, *, device: torch.device,
                   valid_users: int = DEFAULT_VALID_USERS, beam_size: int = DEFAULT_BEAM_SIZE,
-                  window_stride: int | None = None, item_content: torch.Tensor | None = None,
+                  window_stride: int | None = None, pack: bool = True, item_content: torch.Tensor | None = None,
                   checkpoint_dir: Path | None = None, resume: bool = False, fingerprint: dict[str, Any] | None = None,
                   ) -> GeneratorType[Event, None, tuple[Generator, LoopResult]]:
     """Train the generator on the training prefixes of `ds` over the codes of its catalogue.
@@ -76,7 +72,7 @@ def fit_generator(config: GeneratorConfig, loop: LoopConfig, codes: Codes, ds: D
                  mask_prob=config.modality_mask_prob)
     if config.samples == "window":  # batches are gathers on the training device
         stride = window_stride or default_window_stride(config.max_history)
-        samples = GeneratorWindows(ds.split, history_tokens, **parts, device=device, stride=stride)
+        samples = GeneratorWindows(ds.split, history_tokens, **parts, device=device, stride=stride, pack=pack)
         n_targets = samples.n_targets
         loop = replace(loop, batch_size=windows_per_step(loop.batch_size, len(samples), n_targets))
     else:

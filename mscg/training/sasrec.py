@@ -14,8 +14,10 @@ from mscg.data.samples import SASRecWindows
 from mscg.data.split import Dataset, Split
 from mscg.errors import DataError
 from mscg.models.sasrec import SASRec, SASRecConfig
-from mscg.recommenders import SASRecRecommender
+from mscg.recommenders.sasrec import SASRecRecommender
 from mscg.training import distributed as dist
+from mscg.evaluation import validation_users
+from mscg.training.defaults import DEFAULT_VALID_USERS
 from mscg.training.defaults import SASREC_LOOP as SASREC_LOOP  # its home before defaults.py
 from mscg.training.loop import Event, LoopConfig, LoopResult, train_loop, with_model
 from mscg.training.validation import popularity_thirds, validation_sums
@@ -92,8 +94,9 @@ def sasrec_batches(config: SASRecConfig, split: Split, device: torch.device):
 def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: torch.device,
                start: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_dir: Path | None = None,
                resume: bool = False, fingerprint: dict[str, Any] | None = None,
-               ) -> Generator[Event, None, tuple[SASRec, LoopResult]]:
-    """Train SASRec on the training sequences of `ds`; validate on every user's validation target.
+               valid_users: int = DEFAULT_VALID_USERS) -> Generator[Event, None, tuple[SASRec, LoopResult]]:
+    """Train SASRec on the training sequences of `ds`; validate on the validation targets of `valid_users`
+    users (all of them, or a seeded sample when there are more, as `train` does).
 
     `start` = (vectors, known) from `content_start` sets the first item table. Yields the loop's events;
     returns (the model with its best validated weights, the loop's result). A `config` whose loss or packing is
@@ -109,11 +112,13 @@ def fit_sasrec(config: SASRecConfig, loop: LoopConfig, ds: Dataset, *, device: t
     if start is not None:
         model.init_item_table(*start)
     recommender = SASRecRecommender(model, ds.catalogue.item_ids, device, {})
-    thirds = popularity_thirds(ds.split, range(len(ds.split)), len(ds.catalogue))
+    chosen = validation_users(len(ds.split), valid_users, loop.seed)
+    mine = chosen[list(dist.shard(len(chosen)))]
+    thirds = popularity_thirds(ds.split, chosen, len(ds.catalogue))
 
     def validate(core: SASRec) -> dict[str, float]:
         recommender.model = core
-        return validation_sums(recommender, ds.split, dist.shard(len(ds.split)), thirds=thirds)
+        return validation_sums(recommender, ds.split, mine, thirds=thirds)
 
     events = train_loop(model, windows, loop, device=device, validate=validate, checkpoint_dir=checkpoint_dir,
                         resume=resume, fingerprint={"model": config.to_json(), **(fingerprint or {})})

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from mscg.data.split import Split
+from mscg.evaluation import ranked_batches
 from mscg.metrics import add_sums, metric_sums
 from mscg.popularity import GROUPS, train_counts
 
@@ -31,17 +31,12 @@ def validation_sums(recommender, split: Split, users: Sequence[int], batch_size:
     of PER_THIRD and "count" of each popularity third ("ndcg@10/rare", "count/rare", ...). The loop adds
     them over ranks and divides each by its count."""
     total: dict[str, float] = {}
-    users = list(users)
-    for start in range(0, len(users), batch_size):
-        chunk = users[start:start + batch_size]
-        histories = [split.history(u, "valid") for u in chunk]
-        targets = torch.tensor([split.target(u, "valid") for u in chunk])
-        ranks = recommender.rank(histories, targets)
-        add_sums(total, metric_sums(ranks))
+    for batch in ranked_batches(recommender, split, users, "valid", batch_size=batch_size):
+        add_sums(total, metric_sums(batch.ranks))
         if thirds is not None:
             for name in GROUPS:
-                members = [i for i, u in enumerate(chunk) if thirds[int(u)] == name]
+                members = [i for i, u in enumerate(batch.users) if thirds[int(u)] == name]
                 if members:
-                    part = metric_sums(ranks[members])
+                    part = metric_sums(batch.ranks[members])
                     add_sums(total, {f"{k}/{name}": part[k] for k in (*PER_THIRD, "count")})
     return total

@@ -235,7 +235,7 @@ def existing_metrics_and_no_evaluation(c: Ctx):
     import mscg.recommenders
 
     (c.tmp / "m.json").write_text("{}")
-    c.monkeypatch.setattr(mscg.recommenders, "load_recommender", lambda *a, **k: pytest.fail("evaluated anyway"))
+    c.monkeypatch.setattr(mscg.recommenders, "load", lambda *a, **k: pytest.fail("evaluated anyway"))
 
 
 def setting(key: str, value):
@@ -261,9 +261,9 @@ def built_only_after_checks(c: Ctx):
     its config was refused fails the test."""
     import dataclasses
 
-    import mscg.generator_recommender
     import mscg.quantizers
-    import mscg.recommenders
+    import mscg.recommenders.generator
+    import mscg.recommenders.sasrec
 
     def guarded(cls):
         def build(config):
@@ -272,8 +272,8 @@ def built_only_after_checks(c: Ctx):
             return cls(config)
         return build
 
-    c.monkeypatch.setattr(mscg.generator_recommender, "Generator", guarded(mscg.generator_recommender.Generator))
-    c.monkeypatch.setattr(mscg.recommenders, "SASRec", guarded(mscg.recommenders.SASRec))
+    c.monkeypatch.setattr(mscg.recommenders.generator, "Generator", guarded(mscg.recommenders.generator.Generator))
+    c.monkeypatch.setattr(mscg.recommenders.sasrec, "SASRec", guarded(mscg.recommenders.sasrec.SASRec))
     for name, kind in mscg.quantizers.QUANTIZERS.items():
         c.monkeypatch.setitem(mscg.quantizers.QUANTIZERS, name, dataclasses.replace(kind, module=guarded(kind.module)))
 
@@ -582,11 +582,6 @@ CASES = [
     Case("compare a file that is not metrics", write("{tmp}/m.json", "{not json"), "compare a={tmp}/m.json -o {out}", 1,
          ["m.json is not valid JSON"], out="{tmp}/all.json"),
     # ---- invalid flags and flag combinations (exit 2), outputs that may not be written
-    Case("k larger than beam", write("{tmp}/h.jsonl", H_JSONL),
-         "recommend {pipe.generator} -i {tmp}/h.jsonl -o {out} -k 30 --beam-size 10", 2,
-         ["-k 30 is larger than --beam-size 10", "raise --beam-size"], out="{tmp}/recs.jsonl"),
-    Case("ks larger than beam", None, evaluate("{pipe.generator}") + " --beam-size 10 --ks 5,50", 2,
-         ["--ks asks for K=50 but --beam-size is 10"], out="{tmp}/m.json"),
     *[Case(f"ks {ks}", None, evaluate("{pipe.sasrec}") + f" --ks {ks}", 2, [f"--ks {ks!r}"], out="{tmp}/m.json")
       for ks in ["abc", "0,5"]],
     *flag_cases("quantize", quantize("{pipe.emb_text}"), "{tmp}/q", [

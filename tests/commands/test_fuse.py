@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-import mscg.fused
+import mscg.recommenders.fused
 from mscg.commands.fuse import weighting_text
 from tests.helpers import Pipeline, build_tiny_pipeline, invoke, ok, one_thread  # noqa: F401 (fixture)
 
@@ -39,7 +39,7 @@ def test_the_weights_are_said_plainly_and_recorded(pipe, tmp_path, weight, words
 
 def test_a_weight_0_chosen_on_validation_says_it_is_no_fusion(pipe, tmp_path, monkeypatch):
     """Where validation picks weight 0 (here the only weight tried), `fuse` does not report it as a fusion."""
-    monkeypatch.setattr(mscg.fused, "WEIGHTS", (0.0,))
+    monkeypatch.setattr(mscg.recommenders.fused, "WEIGHTS", (0.0,))
     stderr, meta = fuse(pipe, tmp_path / "fused")
     assert "wrote " in stderr and "weights 0 on the generator, 1 on SASRec (best on validation): the fused model " \
         "ranks by SASRec alone" in stderr

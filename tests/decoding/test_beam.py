@@ -132,22 +132,22 @@ def test_last_level_runs_the_decoder_only_where_a_prefix_has_several_items(monke
 
 
 @pytest.mark.parametrize("constraint", ["trie", "off"])
-def test_banned_items_take_no_beam_and_keep_their_scores(constraint):
+def test_excluded_items_take_no_beam_and_keep_their_scores(constraint):
     """With every item searched (beam = catalogue), banning some leaves exactly the unrestricted list less
-    them, scores unchanged; with a narrow beam, no banned item comes back and the beam is still full."""
+    them, scores unchanged; with a narrow beam, no excluded item comes back and the beam is still full."""
     model, tokens, collab, sizes = make_model(constraint)
     trie = CodeTrie(collab, sizes)
     history = tokens[torch.randint(0, 120, (4, 5), generator=torch.Generator().manual_seed(2))]
     everything, all_scores = beam_search(model, history, trie, 120)
-    banned = torch.zeros(4, 120, dtype=torch.bool)
-    banned[torch.arange(4)[:, None], everything[:, :30:2]] = True  # every other of each user's top 30
-    items, scores = beam_search(model, history, trie, 120, banned=banned)
+    excluded = torch.zeros(4, 120, dtype=torch.bool)
+    excluded[torch.arange(4)[:, None], everything[:, :30:2]] = True  # every other of each user's top 30
+    items, scores = beam_search(model, history, trie, 120, excluded=excluded)
     for row in range(4):
-        kept = ~banned[row, everything[row]]
+        kept = ~excluded[row, everything[row]]
         assert torch.equal(items[row, :int(kept.sum())], everything[row][kept])
         assert torch.allclose(scores[row, :int(kept.sum())], all_scores[row][kept], atol=1e-5)
-    narrow, _ = beam_search(model, history, trie, 10, banned=banned)
-    assert (narrow >= 0).all() and not banned.gather(1, narrow).any()
+    narrow, _ = beam_search(model, history, trie, 10, excluded=excluded)
+    assert (narrow >= 0).all() and not excluded.gather(1, narrow).any()
 
 
 @pytest.mark.parametrize("constraint", ["off", "trie"])

@@ -240,6 +240,30 @@ def test_window_loss_is_the_mean_of_the_prefix_losses_of_the_same_targets(constr
     assert torch.allclose(one_pass, torch.stack(losses).mean(), atol=1e-5)
 
 
+@pytest.mark.parametrize("stride,dual_positions", [(None, True), (2, True), (None, False)])
+def test_packed_windows_give_the_padded_loss(tmp_path, stride, dual_positions):
+    """GeneratorWindows with `pack`: a batch's windows share rows (segments, positions per window), the same
+    targets, the same loss as the padded batch; far fewer encoder positions."""
+    from mscg.data.samples import GeneratorWindows
+    from mscg.data.split import load_dataset
+    from tests.conftest import synthetic_dataset
+
+    split = load_dataset(synthetic_dataset(tmp_path, n_items=40, n_users=30)).split
+    model, tokens, trie, collab = window_model(dual_positions=dual_positions)
+    parts = dict(target_codes=collab, trie=trie, slot_modality=model.slot_modality,
+                 mask_tokens=torch.zeros(2, dtype=torch.long), mask_prob=0.0, stride=stride)
+    history_tokens = HistoryTokens(tokens, max_history=5)
+    padded = GeneratorWindows(split, history_tokens, **parts)
+    packed = GeneratorWindows(split, history_tokens, **parts, pack=True)
+    rows = 0
+    for indices in torch.randperm(len(padded), generator=torch.Generator().manual_seed(0)).split(12):
+        a, b = padded.batch(indices), packed.batch(indices)
+        assert torch.equal(a["item"][a["valid"]].sort().values, b["item"][b["valid"]].sort().values)
+        assert torch.allclose(model(**a), model(**b), atol=1e-5)
+        rows += b["history"].shape[0]
+    assert rows < len(padded)  # short windows share rows
+
+
 def test_no_window_target_sees_a_later_item():
     """Changing items t+1.. of a window leaves the decoder states (and so the logits) of target t unchanged."""
     from mscg.models.t5_passes import decoder_pass

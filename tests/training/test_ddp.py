@@ -131,8 +131,8 @@ def codes_dir(tmp_path_factory, tiny_text_model: Path) -> tuple[Path, Path]:
 
 def test_collab_under_torchrun_writes_normal_artifacts(codes_dir):
     w, data = codes_dir
-    assert sorted(p.name for p in (w / "sasrec").iterdir()) == ["config.json", "meta.json", "model.safetensors",
-                                                                 "training_log.csv"]
+    assert sorted(p.name for p in (w / "sasrec").iterdir()) == ["README.md", "collab.toml", "config.json",
+                                                                 "meta.json", "model.safetensors", "training_log.csv"]
     assert not [p.name for p in w.iterdir() if p.name.startswith(".")]  # no partial directories left behind
     out = mscg("evaluate", w / "sasrec", "-d", data, "-o", w / "eval_sasrec.json")
     assert "R@10" in out
@@ -151,8 +151,9 @@ def test_train_under_torchrun_matches_a_single_process_run(codes_dir, samples, b
     assert out.stdout.count("wrote ") == 1, out.stdout  # rank 0 alone reports (and writes)
     # identical artifact format
     names = sorted(p.name for p in (w / "gen_2").iterdir())
-    assert names == sorted(p.name for p in (w / "gen_1").iterdir()) == ["codes", "config.json", "meta.json",
-                                                                         "model.safetensors", "training_log.csv"]
+    assert names == sorted(p.name for p in (w / "gen_1").iterdir()) == ["README.md", "codes", "config.json",
+                                                                         "meta.json", "model.safetensors",
+                                                                         "train.toml", "training_log.csv"]
     assert (w / "gen_2" / "config.json").read_text() == (w / "gen_1" / "config.json").read_text()
     assert not [p.name for p in w.iterdir() if p.name.startswith(".")]
     meta = json.loads((w / "gen_2" / "meta.json").read_text())

@@ -36,7 +36,7 @@ def test_the_thirds_average_to_the_whole(batch_size):
     ranks = torch.tensor([1, 30, 2, 30, 30, 5])  # hits at 10: users 0, 2, 5
 
     class Recommender:
-        def rank(self, histories, targets):  # targets of users u..: item 5 - u
+        def rank(self, histories, targets, *, k=10):  # targets of users u..: item 5 - u
             return ranks[5 - targets]
 
     sums = validation_sums(Recommender(), split, range(6), batch_size=batch_size,

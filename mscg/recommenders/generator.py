@@ -1,4 +1,6 @@
-"""Loading a trained generator with its codes artifact, and recommending with constrained beam search."""
+"""The generator as a recommender (`mscg train`): constrained beam search over the item codes of its codes
+artifact. A request for k items searches a beam of `beam_for(k)` = max(its beam size, k): the one place that
+rule lives."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from mscg.artifacts.codes import Codes, load_codes
 from mscg.artifacts.configcheck import check_config, check_weights
 from mscg.artifacts.meta import check_item_ids, verify_input
 from mscg.artifacts.modeldir import load_item_keys, load_weights
-from mscg.data.batching import seen_items
+from mscg.data.batching import excluded_items
 from mscg.data.items import FolderPaths
 from mscg.data.samples import HistoryTokens
 from mscg.decoding.beam import beam_search
@@ -20,7 +22,7 @@ from mscg.decoding.trie import CodeTrie
 from mscg.errors import DataError, UsageError
 from mscg.metrics import ranks_from_lists
 from mscg.models.generator import Generator, GeneratorConfig
-from mscg.training.defaults import DEFAULT_BEAM_SIZE
+from mscg.recommenders.defaults import DEFAULT_BEAM_SIZE
 
 
 
@@ -59,15 +61,19 @@ class GeneratorRecommender:
         tokens = self.history_tokens(histories).to(self.device)
         return self.model.dense_scores(tokens).float()
 
+    def beam_for(self, k: int) -> int:
+        """The beam searched for k items: the model's beam size, widened to k (a beam holds at most its width)."""
+        return max(self.beam_size, k)
+
     @torch.no_grad()
     def search(self, histories: Sequence[np.ndarray], beam: int,
-               banned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               excluded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Trie-constrained beam search: (items (B, beam), scores (B, beam)) on the CPU, best first; never an
-        item of `banned` (B, n_items) bool."""
+        item of `excluded` (B, n_items) bool."""
         tokens = self.history_tokens(histories).to(self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         with autocast:
-            items, scores = beam_search(self.model, tokens, self.trie, beam, banned=banned)
+            items, scores = beam_search(self.model, tokens, self.trie, beam, excluded=excluded)
         return items.cpu(), scores.float().cpu()
 
     @torch.no_grad()
@@ -75,19 +81,16 @@ class GeneratorRecommender:
               keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The k best items; with `exclude_history` the search itself leaves out the history items (but
         `keep`): its beams go to unseen items only, so the same beam still fills k."""
-        beam = max(self.beam_size, k)
+        beam = self.beam_for(k)
         if not exclude_history:
             items, scores = self.search(histories, beam)
             return items[:, :k], scores[:, :k]
-        seen = seen_items(histories, keep)
-        banned = torch.zeros(len(histories), len(self.item_ids), dtype=torch.bool)
-        for row, items_seen in enumerate(seen):
-            banned[row, items_seen] = True
-        items, scores = self.search(histories, beam, banned)
+        excluded = excluded_items(histories, len(self.item_ids), keep)
+        items, scores = self.search(histories, beam, excluded)
         kept_items = torch.full((len(histories), k), -1, dtype=torch.long)
         kept_scores = torch.full((len(histories), k), float("-inf"))
         for row in range(len(histories)):
-            wanted = (items[row] >= 0) & ~torch.isin(items[row], seen[row])
+            wanted = (items[row] >= 0) & ~excluded[row, items[row].clamp(min=0)]
             n = min(k, int(wanted.sum()))
             kept_items[row, :n] = items[row][wanted][:n]
             kept_scores[row, :n] = scores[row][wanted][:n]
@@ -97,7 +100,7 @@ class GeneratorRecommender:
     def rank(self, histories: Sequence[np.ndarray], targets: torch.Tensor, *, k: int = 10,
              exclude_history: bool = False) -> torch.Tensor:
         """Ranks within the beam (at least `k` deep); targets outside it get beam + 1."""
-        items, _ = self.top_k(histories, max(self.beam_size, k), exclude_history=exclude_history, keep=targets)
+        items, _ = self.top_k(histories, self.beam_for(k), exclude_history=exclude_history, keep=targets)
         return ranks_from_lists(items, targets)
 
     def memory_bytes_per_item(self) -> float:
@@ -122,11 +125,11 @@ def model_codes_path(path: Path, meta: dict) -> Path:
     return codes
 
 
-def load_generator_recommender(path: Path, config: dict, meta: dict, device: torch.device, *,
-                               beam_size: int | None, codes_path: Path | None,
-                               verify: bool = True) -> GeneratorRecommender:
-    """A generator and its codes: the config checked before anything is built; the codes (by default its own,
-    `model_codes_path`) must fit the model and, with `verify`, have the SHA-256 meta.json records for them."""
+def load_folder(path: Path, config: dict, meta: dict, device: torch.device, *, beam_size: int | None = None,
+                codes_path: Path | None = None, verify: bool = True) -> GeneratorRecommender:
+    """A `mscg train` folder (see recommenders.load): a generator and its codes. The config is checked before
+    anything is built; the codes (by default its own, `model_codes_path`) must fit the model and, with `verify`,
+    have the SHA-256 meta.json records for them."""
     gconfig = check_config(path, config, GeneratorConfig, "`mscg train`")
     item_ids = check_item_ids(path, meta)
     recorded_beam = meta.get("beam_size", DEFAULT_BEAM_SIZE)

@@ -33,34 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mscg.data.batching import seen_items
+from mscg.data.batching import excluded_items
 from mscg.errors import DataError
 from mscg.metrics import ranks_from_lists
 from mscg.popularity import recorded_train_counts
+from mscg.recommenders.dense_head import DenseHead
 
 GENERATOR_DIR, DENSE_DIR = "generator", "dense"
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the generator's weights tried with one dense scorer
 DENSE_KINDS = ("sasrec", "head")  # a fused model's dense scorer: a SASRec model dir, or the generator's dense head
-
-
-class DenseHead:
-    """A generator's own dense head as the dense scorer of a fused model."""
-
-    kind = "dense-head"
-
-    def __init__(self, generator):
-        if not generator.has_dense_head:
-            raise DataError("the generator has no dense head; train it with `mscg train --dense-content`, or fuse "
-                            "it with a SASRec model directory")
-        self.generator = generator
-        self.item_ids = generator.item_ids
-
-    def scores(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        return self.generator.dense_scores(histories)
-
-    def memory_bytes_per_item(self) -> float:
-        keys = self.generator.model.item_key_table
-        return keys.shape[1] * keys.element_size()
 
 
 def weight_grid(n_parts: int, step: float = 0.1) -> list[tuple[float, ...]]:
@@ -125,15 +106,14 @@ class FusedRecommender:
                    keep: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(items (B, M), [scores (B, M) of each part, the generator's first]) of the union of the beam (at least k)
         and each dense scorer's top max(C, k), beam first; -1 / -inf where a row has fewer."""
-        beam_items, beam_scores = self.generator.top_k(histories, max(self.generator.beam_size, k),
+        beam_items, beam_scores = self.generator.top_k(histories, self.generator.beam_for(k),
                                                        exclude_history=exclude_history, keep=keep)
-        seen = seen_items(histories, keep) if exclude_history else None
+        excluded = excluded_items(histories, len(self.item_ids), keep) if exclude_history else None
         items, dense_all = beam_items, []
         for part in self.dense:
             scores = torch.log_softmax(part.scores(histories), dim=1).cpu()  # (B, N) over the catalogue
-            if seen is not None:
-                for row, items_seen in enumerate(seen):
-                    scores[row, items_seen] = float("-inf")
+            if excluded is not None:
+                scores = scores.masked_fill(excluded, float("-inf"))
             c = min(max(self.n_candidates, k), scores.shape[1])
             top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :c]
             top = top.masked_fill(scores.gather(1, top) == float("-inf"), -1)
@@ -179,7 +159,7 @@ class FusedRecommender:
     def rank(self, histories: Sequence[np.ndarray], targets: torch.Tensor, *, k: int = 10,
              exclude_history: bool = False) -> torch.Tensor:
         """Ranks within the fused candidates (at least `k` deep); targets outside them rank past the list."""
-        items, _ = self.top_k(histories, max(self.beam_size, k), exclude_history=exclude_history, keep=targets)
+        items, _ = self.top_k(histories, self.generator.beam_for(k), exclude_history=exclude_history, keep=targets)
         return ranks_from_lists(items, targets)
 
     def memory_bytes_per_item(self) -> float:
@@ -214,3 +194,21 @@ def fused_parts(path: Path, config: dict) -> tuple[list[float], int, list[tuple[
     if "sasrec" in kinds:
         parts.append((Path(path) / DENSE_DIR, "sasrec"))
     return [float(w) for w in weights], candidates, parts, kinds
+
+
+def load_folder(path: Path, config: dict, meta: dict, device: torch.device, *, beam_size: int | None = None,
+                codes_path: Path | None = None, verify: bool = True) -> FusedRecommender:
+    """A `mscg fuse` folder (see recommenders.load): its parts, each a model folder inside it, loaded as such."""
+    from mscg.recommenders import load
+
+    weights, candidates, parts, kinds = fused_parts(path, config)
+    loaded = []
+    for part_path, kind in parts:
+        part = load(part_path, device, beam_size=beam_size, verify=verify)
+        if part.kind != kind:
+            raise DataError(f"{part_path} holds a {part.kind} model where a {kind} one belongs; re-create {path} "
+                            "with `mscg fuse`")
+        loaded.append(part)
+    generator = loaded[0]
+    dense = [loaded[1] if kind == "sasrec" else DenseHead(generator) for kind in kinds]
+    return FusedRecommender(generator, dense, weights, candidates=candidates, meta=meta)

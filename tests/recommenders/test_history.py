@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from mscg.generator_recommender import GeneratorRecommender
-from mscg.recommenders import SASRecRecommender
+from mscg.recommenders.generator import GeneratorRecommender
+from mscg.recommenders.sasrec import SASRecRecommender
 
 CPU = torch.device("cpu")
 HISTORIES = [np.array([0, 1]), np.array([2, 3])]
@@ -29,15 +29,15 @@ class FixedScores(torch.nn.Module):
 
 def fixed_beam(lists, beam_size=2) -> GeneratorRecommender:
     """A generator recommender whose beam search returns `lists` (cut or padded to the beam asked for); as the
-    real search, banned items take no beam (the next ones move up)."""
+    real search, excluded items take no beam (the next ones move up)."""
     recommender = GeneratorRecommender.__new__(GeneratorRecommender)
     recommender.beam_size, recommender.item_ids, recommender.beams_asked = beam_size, [f"i{k}" for k in range(5)], []
-    recommender.banned_asked = []
+    recommender.excluded_asked = []
 
-    def search(histories, beam, banned=None):
+    def search(histories, beam, excluded=None):
         recommender.beams_asked.append(beam)
-        recommender.banned_asked.append(banned)
-        rows = [[i for i in row if i >= 0 and (banned is None or not banned[n, i])] for n, row in enumerate(lists)]
+        recommender.excluded_asked.append(excluded)
+        rows = [[i for i in row if i >= 0 and (excluded is None or not excluded[n, i])] for n, row in enumerate(lists)]
         top = torch.tensor([row + [-1] * (len(lists[0]) - len(row)) for row in rows])
         items = torch.nn.functional.pad(top, (0, max(0, beam - top.shape[1])), value=-1)[:, :beam]
         return items, torch.where(items >= 0, -torch.arange(beam, dtype=torch.float)[None], float("-inf"))
@@ -64,6 +64,6 @@ def test_generator_searches_unseen_items_only_and_keeps_the_target():
     items, scores = beam.top_k(HISTORIES, 2, exclude_history=True, keep=TARGETS)
     assert items.tolist() == [[4, 3], [2, -1]] and scores[1, 1] == float("-inf")
     assert beam.beams_asked[-1] == 2  # no wider beam: the search itself leaves the history out
-    banned = beam.banned_asked[-1]
-    assert banned[0].nonzero().view(-1).tolist() == [0, 1] and banned[1].nonzero().view(-1).tolist() == [3]
+    excluded = beam.excluded_asked[-1]
+    assert excluded[0].nonzero().view(-1).tolist() == [0, 1] and excluded[1].nonzero().view(-1).tolist() == [3]
     assert beam.top_k(HISTORIES, 3)[0].tolist() == [[0, 4, 3], [3, 2, -1]] and beam.beams_asked[-1] == 3
