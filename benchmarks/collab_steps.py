@@ -27,7 +27,6 @@ from report import publish, stamp  # noqa: E402
 from mscg.data.samples import SASRecWindows  # noqa: E402
 from mscg.data.split import load_dataset  # noqa: E402
 from mscg.models.sasrec import SASRec, SASRecConfig  # noqa: E402
-from mscg.models.sasrec_config import DEFAULT_NEGATIVES  # noqa: E402
 from mscg.devices import resolve_device  # noqa: E402
 from mscg.training.sasrec import NegativeSamples  # noqa: E402
 
@@ -37,12 +36,16 @@ BASELINE = "full softmax, padded"
 def variants(ds, max_history: int, negatives: list[int], device: torch.device) -> dict:
     """{name: batch source} of the compared ways to train (the default marked)."""
     n_items = len(ds.catalogue)
+    default = SASRecConfig(n_items=0).resolved(n_items)  # collab's choice for this catalogue
+
+    def mark(n: int, pack: bool) -> str:
+        return " (default)" if (default.negatives, default.pack) == (n, pack) else ""
+
     padded = SASRecWindows(ds.split, max_history, device=device)
     packed = SASRecWindows(ds.split, max_history, device=device, pack=True)
-    out = {BASELINE: padded, "full softmax, packed": packed}
+    out = {BASELINE: padded, f"full softmax, packed{mark(0, True)}": packed}  # the baseline: collab before packing
     for n in negatives:
-        mark = " (default)" if n == DEFAULT_NEGATIVES else ""
-        out[f"sampled {n:,}, packed{mark}"] = NegativeSamples(packed, n_items, n)
+        out[f"sampled {n:,}, packed{mark(n, True)}"] = NegativeSamples(packed, n_items, n)
     out[f"sampled {negatives[0]:,}, padded"] = NegativeSamples(padded, n_items, negatives[0])
     return out
 

@@ -12,9 +12,14 @@ NEGATIVE_SAMPLERS = ("uniform", "popularity")
 # Sampled softmax's negatives per batch. eSASRec and gSASRec draw 256 (per position); on Amazon Toys (11,924
 # items, 20 epochs) 1,024 shared ones scored 13% higher validation NDCG@10 than 256 for ~20% more time a step.
 DEFAULT_NEGATIVES = 1024
-# Full softmax up to this many items, where the default negatives would be a quarter of the catalogue or more
-# (sampling would save little and approximate the loss); sampled softmax above it.
-FULL_SOFTMAX_MAX_ITEMS = 4 * DEFAULT_NEGATIVES
+# Full softmax up to this many items, sampled softmax above. On Amazon Toys (11,924 items, early stopped; BENCHMARKS.md
+# "collab end to end") the full softmax validated 8-10% higher NDCG@10 than 1,024 sampled negatives at ~2.3x the
+# time an epoch (~11 s with packed windows on 2 cores), so it stays while an epoch is affordable: its cost grows with
+# the catalogue (~13 min an epoch at 100k items, where sampling takes ~0.6 min).
+FULL_SOFTMAX_MAX_ITEMS = 16_384
+# Windows packed above this many items (or with sampled softmax): smaller catalogues keep the padded windows, and so
+# the results of mscg before packing existed, bit for bit.
+PACK_ABOVE_ITEMS = 4_096
 
 
 @dataclass
@@ -33,8 +38,8 @@ class SASRecConfig(JsonConfig):
                                    "(from the catalogue), or popularity (in proportion to each item's training "
                                    "count, with the logQ correction).")
     pack: bool | None = option(None, flag="--pack/--no-pack", help="Pack short training windows into shared rows so "
-                               "that no compute goes to padding (the same loss). Default: on with sampled softmax, "
-                               "off with full softmax.")
+                               "that no compute goes to padding (the same loss). Default: on above "
+                               f"{PACK_ABOVE_ITEMS:,} items or with sampled softmax.")
     model_type: str = "sasrec"
 
     def check(self) -> None:
@@ -44,10 +49,10 @@ class SASRecConfig(JsonConfig):
 
     def resolved(self, n_items: int) -> SASRecConfig:
         """This config for a catalogue of `n_items`, what was left to choose chosen: full softmax up to
-        FULL_SOFTMAX_MAX_ITEMS items, DEFAULT_NEGATIVES sampled negatives above; windows packed with sampled
-        softmax (full softmax keeps the padded windows, and so the results of mscg before sampling existed)."""
+        FULL_SOFTMAX_MAX_ITEMS items, DEFAULT_NEGATIVES sampled negatives above; windows packed above
+        PACK_ABOVE_ITEMS items or with sampled softmax (smaller catalogues keep the results of mscg before packing)."""
         negatives = self.negatives
         if negatives is None:
             negatives = 0 if n_items <= FULL_SOFTMAX_MAX_ITEMS else DEFAULT_NEGATIVES
-        pack = negatives > 0 if self.pack is None else self.pack
+        pack = (negatives > 0 or n_items > PACK_ABOVE_ITEMS) if self.pack is None else self.pack
         return replace(self, n_items=n_items, negatives=negatives, pack=pack)

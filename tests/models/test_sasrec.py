@@ -109,18 +109,19 @@ def test_positions_count_from_the_right_so_trimmed_padding_changes_nothing():
 
 
 def test_loss_and_packing_are_chosen_from_the_catalogue_size():
-    from mscg.models.sasrec_config import DEFAULT_NEGATIVES, FULL_SOFTMAX_MAX_ITEMS
+    from mscg.models.sasrec_config import DEFAULT_NEGATIVES, FULL_SOFTMAX_MAX_ITEMS, PACK_ABOVE_ITEMS
 
     def chosen(n_items, **given):
         c = SASRecConfig(n_items=0, **given).resolved(n_items)
         assert c.n_items == n_items and c.resolved(n_items) == c  # once chosen, kept
         return c.negatives, c.pack
 
-    for n_items in (40, 1_585, 1_682, FULL_SOFTMAX_MAX_ITEMS):  # the tiny test catalogue, Scientific, ml-100k
+    for n_items in (40, 1_585, 1_682, PACK_ABOVE_ITEMS):  # the tiny test catalogue, Scientific, ml-100k
         assert chosen(n_items) == (0, False)  # full softmax, padded windows: as before sampling existed
-    assert chosen(FULL_SOFTMAX_MAX_ITEMS + 1) == chosen(11_924) == (DEFAULT_NEGATIVES, True)
-    # what is given is kept; packing follows the loss unless given
-    assert chosen(100_000, negatives=0) == (0, False)
+    assert chosen(PACK_ABOVE_ITEMS + 1) == chosen(11_924) == chosen(FULL_SOFTMAX_MAX_ITEMS) == (0, True)  # Toys
+    assert chosen(FULL_SOFTMAX_MAX_ITEMS + 1) == chosen(1_000_000) == (DEFAULT_NEGATIVES, True)
+    # what is given is kept; packing follows the loss and the size unless given
+    assert chosen(100_000, negatives=0) == (0, True) and chosen(1_000, negatives=0) == (0, False)
     assert chosen(40, negatives=64) == (64, True)
     assert chosen(100_000, pack=False) == (DEFAULT_NEGATIVES, False)
     assert chosen(40, pack=True) == (0, True)
