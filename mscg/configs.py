@@ -220,9 +220,11 @@ def build(configs: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure(configs: dict[str, Any], options: dict[str, Any], *, file: Path | str | None = None,
-              where: str = "option") -> dict[str, Any]:
-    """The config of each group: its default in `configs`, the options of a TOML `file` over it, the keyword
-    `options` (by field name, e.g. d_model=64) over those. What a stage's Python function runs with."""
+              where: str = "option", given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config of each group: its default in `configs` (or the caller's instance in `given`, where not None),
+    the options of a TOML `file` over it, the keyword `options` (by field name, e.g. d_model=64) over those. What a
+    stage's Python function runs with, in the order of `configs`."""
+    configs = {name: (given or {}).get(name) or default for name, default in configs.items()}
     known = all_specs(configs)
     values = read_toml(file, known) if file is not None else {}
     values.update(coerce_all(options, known, where))

@@ -68,10 +68,8 @@ def collab(data: Path, output: Path, *, model_out: Path | None = None, config: S
     from mscg.training.sasrec import content_start, fit_sasrec
 
     dist.init_from_env()
-    given = {"config": config or CONFIGS["config"], "loop": loop or CONFIGS["loop"],
-             "options": options or CONFIGS["options"]}
-    chosen = configure(given, values, file=config_file, where="mscg collab")
-    config, loop, options = chosen["config"], chosen["loop"], chosen["options"]
+    config, loop, options = configure(CONFIGS, values, file=config_file, where="mscg collab",
+                                      given={"config": config, "loop": loop, "options": options}).values()
     config.check()
     options.check()
     loop.check()  # flags first: nothing is read or written for a command that cannot run

@@ -135,8 +135,7 @@ def quantize(output: Path, *, embeddings: Path | None = None, data: Path | None 
     dist.init_from_env()
     extra = dict(options or {})
     values = {**{k: extra.pop(k) for k in list(extra) if k in METHOD_OPTIONS}, **values}
-    config = configure({"config": config or CONFIGS["config"]}, values, file=config_file,
-                       where="mscg quantize")["config"]
+    config = configure(CONFIGS, values, file=config_file, where="mscg quantize", given={"config": config})["config"]
     config.check()
     kind = QUANTIZERS[config.method]
     method, modality = config.method, config.modality or ("image" if kind.reads == "images" else None)

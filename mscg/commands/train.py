@@ -89,10 +89,8 @@ def train(data: Path, codes_path: Path, output: Path, *, config: GeneratorConfig
     from mscg.training.loop import RESUME_FILE
 
     dist.init_from_env()
-    given = {"config": config or CONFIGS["config"], "loop": loop or CONFIGS["loop"],
-             "options": options or CONFIGS["options"]}
-    chosen = configure(given, values, file=config_file, where="mscg train")
-    config, loop, options = chosen["config"], chosen["loop"], chosen["options"]
+    config, loop, options = configure(CONFIGS, values, file=config_file, where="mscg train",
+                                      given={"config": config, "loop": loop, "options": options}).values()
     config.check()
     loop.check()
     options.check(config)  # flags first: nothing is read or written for a command that cannot run
