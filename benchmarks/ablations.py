@@ -57,17 +57,25 @@ VARIANTS = {
                                 "--label-smoothing 0.1`)", ["--label-smoothing", "0.1"], "dino"),
     "mscgrec_dense": ("MSCGRec trained with a dense head over the text and image embeddings (`train "
                       "--dense-content`, LIGER-style); its beam alone", [], "dino"),
+    "mscgrec_sampled_collab": ("MSCGRec, collab codes from a SASRec trained with the sampled softmax (`collab "
+                               "--negatives 1024 --pack`)", [], "dino"),
 }
+# Variants that need image codes by their nature; every other one runs without them when the dataset has no images
+# (MSCGRec is then text+collab in, collab out, and no_image is the same model: left out).
+NEEDS_IMAGES = {"no_image", "image_only", "image_only_features", "mscgrec_image_features"}
 # Variants whose collab codes come from `mscg collab --init-embeddings WORK/emb_text`; that SASRec is scored
 # too, as sasrec_text_started.
 TEXT_STARTED_COLLAB = {"mscgrec_text_started_collab"}
+SAMPLED_COLLAB = {"mscgrec_sampled_collab"}  # collab codes from the sampled-softmax SASRec (scored as sasrec_sampled)
+SAMPLED_FLAGS = ["--negatives", "1024", "--pack"]  # collab's sampled softmax (its default above 16,384 items)
 DENSE_HEAD = {"mscgrec_dense"}  # variants trained with --dense-content WORK/emb_text [WORK/emb_image]
 # fused model -> (its generator, its dense part: a SASRec model, or None for the generator's own dense head,
 # extra `fuse` flags)
 FUSED = {"fused": ("mscgrec", "sasrec", []), "fused_text_started": ("mscgrec", "sasrec_text_started", []),
          "fused_dense": ("mscgrec_dense", None, []),
          "fused_all_text_started": ("mscgrec_dense", "sasrec_text_started", ["--dense-head"])}
-BASELINES = {"sasrec": "SASRec (full-softmax CE), the collab stage",
+BASELINES = {"sasrec": "SASRec (`mscg collab` at its defaults), the collab stage",
+             "sasrec_sampled": "SASRec with the sampled softmax (`collab --negatives 1024 --pack`)",
              "sasrec_text_started": "SASRec whose item table starts from the text embeddings (PCA to its width)"}
 
 
@@ -98,6 +106,8 @@ def main() -> None:
     p.add_argument("--collab-args", default="", help="extra flags for `mscg collab`")
     p.add_argument("--dino-args", default="", help="extra flags for `mscg quantize --method rq-dino`")
     p.add_argument("--device", default="auto")
+    p.add_argument("--published", type=Path,
+                   help="published rows to show beside ours: a JSON list of {name, recall@10, ndcg@10, source}")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rebuild the tables and chart from the runs already in WORK")
     args = p.parse_args()
@@ -146,7 +156,15 @@ def main() -> None:
 
     has_pixels = '"image"' in (data / "items.jsonl").read_text()
     has_images = has_pixels or args.image_features is not None
-    variants = [v for v in args.variants if has_images or VARIANTS[v][2] is None]
+
+    def image_kind(variant: str) -> str | None:
+        """Which image codes a variant's generator reads: "dino", "features", or None (none, or no images)."""
+        return VARIANTS[variant][2] if has_images else None
+
+    def collab_source(variant: str) -> str:
+        """Whose collab codes a variant reads: "" (the seed's SASRec), "text_started" or "sampled"."""
+        return "text_started" if variant in TEXT_STARTED_COLLAB else "sampled" if variant in SAMPLED_COLLAB else ""
+    variants = [v for v in args.variants if has_images or v not in NEEDS_IMAGES]
     if not has_pixels:  # without pixels there is no RQ-DINO: the image codes come from the features
         variants = [v for v in variants if v not in ("image_only_features", "mscgrec_image_features")]
 
@@ -182,16 +200,19 @@ def main() -> None:
         step(f"seed {seed}: quantize collab", s / "q_collab",
              [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab", "-o", s / "q_collab",
               *seed_flag])
-        # the text-started SASRec is a baseline of every table (and the collab codes of TEXT_STARTED_COLLAB)
+        # the sampled-softmax and text-started SASRecs are baselines of every table (and the collab codes of
+        # SAMPLED_COLLAB, TEXT_STARTED_COLLAB)
+        step(f"seed {seed}: collab (sampled)", s / "sasrec_sampled",
+             [*mscg, "collab", "-d", data, "-o", s / "emb_collab_sampled", "--model-out", s / "sasrec_sampled",
+              *SAMPLED_FLAGS, *seed_flag, *dev, *shlex.split(args.collab_args)])
         step(f"seed {seed}: collab (text-started)", s / "sasrec_text_started",
              [*mscg, "collab", "-d", data, "-o", s / "emb_collab_text_started", "--model-out",
               s / "sasrec_text_started", "--init-embeddings", work / "emb_text", *seed_flag, *dev,
               *shlex.split(args.collab_args)])
-        text_started = any(v in TEXT_STARTED_COLLAB for v in variants)
-        if text_started:
-            step(f"seed {seed}: quantize collab (text-started)", s / "q_collab_text_started",
-                 [*mscg, "quantize", "--modality", "collab", "--embeddings", s / "emb_collab_text_started", "-o",
-                  s / "q_collab_text_started", *seed_flag])
+        for source in {collab_source(v) for v in variants} - {""}:
+            step(f"seed {seed}: quantize collab ({source.replace('_', '-')})", s / f"q_collab_{source}",
+                 [*mscg, "quantize", "--modality", "collab", "--embeddings", s / f"emb_collab_{source}", "-o",
+                  s / f"q_collab_{source}", *seed_flag])
         if has_images:
             step(f"seed {seed}: quantize image features", s / "q_image_features",
                  [*mscg, "quantize", "--modality", "image", "--embeddings", work / "emb_image", "-o",
@@ -199,38 +220,38 @@ def main() -> None:
             image_quantizers["features"] = s / "q_image_features"
             if not has_pixels:
                 image_quantizers["dino"] = image_quantizers["features"]  # the only image codes there are
-        codes: dict[tuple[str | None, bool], Path] = {}
-        for kind, started in {(VARIANTS[v][2], v in TEXT_STARTED_COLLAB) for v in variants}:
-            path = s / (f"codes_{kind or 'no_image'}" + ("_text_started_collab" if started else ""))
-            quantizers = ["-q", s / "q_text", "-q", s / ("q_collab_text_started" if started else "q_collab")]
+        codes: dict[tuple[str | None, str], Path] = {}
+        for kind, source in {(image_kind(v), collab_source(v)) for v in variants}:
+            path = s / (f"codes_{kind or 'no_image'}" + (f"_{source}_collab" if source else ""))
+            quantizers = ["-q", s / "q_text", "-q", s / ("q_collab" + (f"_{source}" if source else ""))]
             if kind is not None:
                 quantizers += ["-q", image_quantizers[kind]]
-            step(f"seed {seed}: assign-codes ({kind or 'no image'}{', text-started collab' if started else ''})",
-                 path, [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag,
-                        *dev])
-            codes[kind, started] = path
-        for baseline in ("sasrec", "sasrec_text_started"):
+            about = ", ".join([kind or "no image"] + ([f"{source.replace('_', '-')} collab"] if source else []))
+            step(f"seed {seed}: assign-codes ({about})", path,
+                 [*mscg, "assign-codes", "-d", data, *quantizers, "-o", path, "--skip-bad-images", *seed_flag, *dev])
+            codes[kind, source] = path
+        for baseline in BASELINES:
             evaluate_run(step, mscg, data, s / baseline, s / f"eval_{baseline}.json", dev,
                          f"seed {seed}: evaluate {baseline}")
             record(results, baseline, seed, s / f"eval_{baseline}.json", s / baseline)
-        for v in variants:
-            _, flags, kind = VARIANTS[v]
+        for v in variants:  # in the order given; each one's fused rankings right after it (beyond the paper)
+            flags = VARIANTS[v][1]
             if v in DENSE_HEAD:
                 flags = [*flags, "--dense-content", work / "emb_text"] + (
                     ["--dense-content", work / "emb_image"] if has_images else [])
             step(f"seed {seed}: train {v}", s / v,
-                 [*mscg, "train", "-d", data, "--codes", codes[kind, v in TEXT_STARTED_COLLAB], "-o", s / v, *flags,
-                  *seed_flag, *dev, "--resume", *shlex.split(args.train_args)])  # a stopped benchmark continues
+                 [*mscg, "train", "-d", data, "--codes", codes[image_kind(v), collab_source(v)], "-o", s / v,
+                  *flags, *seed_flag, *dev, "--resume", *shlex.split(args.train_args)])  # a stopped benchmark continues
             evaluate_run(step, mscg, data, s / v, s / f"eval_{v}.json", dev, f"seed {seed}: evaluate {v}")
             record(results, v, seed, s / f"eval_{v}.json", s / v)
-        for fused, (generator, dense, flags) in FUSED.items():  # beyond the paper: the beam re-ranked (`fuse`)
-            if generator in variants:
-                step(f"seed {seed}: fuse {generator} + {dense or 'its dense head'}", s / fused,
-                     [*mscg, "fuse", s / generator, *([s / dense] if dense else []), "-d", data, "-o", s / fused,
-                      *flags, *seed_flag, *dev])
-                evaluate_run(step, mscg, data, s / fused, s / f"eval_{fused}.json", dev,
-                             f"seed {seed}: evaluate {fused}")
-                record(results, fused, seed, s / f"eval_{fused}.json", s / fused)
+            for fused, (generator, dense, fuse_flags) in FUSED.items():
+                if generator == v and (dense is None or dense in BASELINES or dense in variants):
+                    step(f"seed {seed}: fuse {generator} + {dense or 'its dense head'}", s / fused,
+                         [*mscg, "fuse", s / generator, *([s / dense] if dense else []), "-d", data, "-o", s / fused,
+                          *fuse_flags, *seed_flag, *dev])
+                    evaluate_run(step, mscg, data, s / fused, s / f"eval_{fused}.json", dev,
+                                 f"seed {seed}: evaluate {fused}")
+                    record(results, fused, seed, s / f"eval_{fused}.json", s / fused)
         save()
 
     baselines = [b for b in BASELINES if b in results["runs"]]
@@ -247,7 +268,9 @@ def main() -> None:
     results["image_codes"] = ("RQ-DINO on the item images (features + rq-kmeans where the variant says so)"
                               if has_pixels else "rq-kmeans on the imported image features" if has_images else "none")
     save()
-    table = markdown(results, [*baselines, *variants]) + "\n" + codes_table(work / f"seed{args.seeds[0]}", results)
+    published = json.loads(args.published.read_text()) if args.published else []
+    table = (markdown(results, [*baselines, *variants], published) + "\n"
+             + codes_table(work / f"seed{args.seeds[0]}", results))
     (out_dir / f"{args.name}.md").write_text(table)
     chart(results, [*baselines, *variants], out_dir / f"{args.name}.png", args.name)
     write_section(f"ablations-{args.name}", f"### Baselines and ablations: {args.name}\n\n{table}\n"
@@ -290,13 +313,15 @@ def summary(results: dict, variant: str) -> dict[str, tuple[float, float, int]]:
     return {k: mean_sd([r[k] for r in runs]) for k in METRICS}
 
 
-def markdown(results: dict, variants: list[str]) -> str:
+def markdown(results: dict, variants: list[str], published: list[dict] = ()) -> str:
+    """The table: mean ± sd of every variant over its seeds, then the `published` rows as their papers give them."""
     lines = [f"Test split, mean ± sd over seeds; {results['machine']}; {results['date']}. "
              f"Image codes: {results.get('image_codes', 'none')}. Valid N@10: the validation NDCG@10 at the "
              "epoch training kept (chosen on it, so optimistic), over the seeds that recorded it; epochs: the kept "
-             "epochs, by seed (fused: the weight chosen, w). Rare N@10: NDCG@10 of the users whose target is in the "
-             "least popular third (by training count; `evaluate --by-popularity`).", "",
-             "| variant | R@5 | R@10 | N@5 | N@10 | rare N@10 | seeds | valid N@10 | epochs |",
+             "epochs, by seed (fused: the weight chosen, w). N@10 by third: mean NDCG@10 of the users whose target is "
+             "in the most popular / middle / least popular third of the items (by training count; `evaluate "
+             "--by-popularity`).", "",
+             "| variant | R@5 | R@10 | N@5 | N@10 | N@10 by third | seeds | valid N@10 | epochs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         s = summary(results, v)
@@ -307,11 +332,17 @@ def markdown(results: dict, variants: list[str]) -> str:
         epochs = ", ".join(str(r["best_epoch"]) if "best_epoch" in r else "w " + (
             "/".join(f"{x:g}" for x in r["weight"]) if isinstance(r["weight"], list) else f"{r['weight']:g}")
             for r in runs) or "—"
-        rare = [r["ndcg@10/rare"] for _, r in by_seed if "ndcg@10/rare" in r]
-        rare_cell = "{:.4f} ± {:.4f}".format(*mean_sd(rare)[:2]) if rare else "—"
-        lines.append(f"| {v} | {' | '.join(cells)} | {rare_cell} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")
-    lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), "",
-              "Commands: " + "; ".join(f"`{c}`" for c in results.get("commands") or [results.get("command", "")]), ""]
+        thirds = [[r[f"ndcg@10/{g}"] for _, r in by_seed if f"ndcg@10/{g}" in r] for g in ("popular", "middle", "rare")]
+        thirds_cell = " / ".join(f"{statistics.mean(t):.4f}" for t in thirds) if all(thirds) else "—"
+        lines.append(f"| {v} | {' | '.join(cells)} | {thirds_cell} | {s['recall@10'][2]} | {valid_cell} | {epochs} |")
+    for row in published:
+        lines.append(f"| {row['name']} (published) | — | {row['recall@10']:.4f} | — | {row['ndcg@10']:.4f} | — | — | — "
+                     f"| — |")
+    lines += ["", "Variants: " + "; ".join(f"**{v}** = {results['variants'][v]}" for v in variants), ""]
+    if published:
+        lines += ["Published rows (cited, not rerun; same split and protocol: full ranking, leave-one-out, test): "
+                  + "; ".join(f"**{row['name']}**: {row['source']}" for row in published), ""]
+    lines += ["Commands: " + "; ".join(f"`{c}`" for c in results.get("commands") or [results.get("command", "")]), ""]
     return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@
 #   examples/pipeline.sh DATA_DIR WORK_DIR
 #
 # DATA_DIR holds items.jsonl + interactions.jsonl (see README). WORK_DIR receives every stage's
-# artifact, WORK_DIR/metrics.json ({"sasrec": {...}, "mscgrec": {...}, ...}; test split) and
+# artifact, WORK_DIR/metrics.json ({"sasrec": {...}, "mscgrec": {...}, ...}; test split),
+# WORK_DIR/preferred.json (the recommender validation prefers: the best validation NDCG@10, with every one's),
 # WORK_DIR/stage_seconds.json (wall time of each stage) and WORK_DIR/stage_peak_mib.json (each stage's peak resident
 # memory). Reruns replace earlier outputs.
 # The generators train `mscg train`'s full default regime on a GPU; on a CPU they get a budget of GEN_EPOCHS
@@ -94,12 +95,19 @@ stage evaluate-sasrec evaluate "$WORK/sasrec" -d "$DATA" -o "$WORK/eval_sasrec.j
 stage evaluate-mscgrec evaluate "$WORK/mscgrec" -d "$DATA" -o "$WORK/eval_mscgrec.json" --device "$DEVICE" --force
 stage fuse fuse "$WORK/mscgrec" "$WORK/sasrec" -d "$DATA" -o "$WORK/fused" --device "$DEVICE" "${COMMON[@]}"
 stage evaluate-fused evaluate "$WORK/fused" -d "$DATA" -o "$WORK/eval_fused.json" --device "$DEVICE" --force
-entries=("sasrec=$WORK/eval_sasrec.json" "mscgrec=$WORK/eval_mscgrec.json" "fused=$WORK/eval_fused.json")
+models=(sasrec mscgrec fused)
 if [ "$has_images" = 1 ]; then
     stage evaluate-image-only evaluate "$WORK/image_only" -d "$DATA" -o "$WORK/eval_image_only.json" \
         --device "$DEVICE" --force
-    entries+=("image_only=$WORK/eval_image_only.json")
+    models+=(image_only)
 fi
+entries=()
+for name in "${models[@]}"; do
+    entries+=("$name=$WORK/eval_$name.json")
+    # the validation split decides which one to use (the test split only reports)
+    stage "validate-$name" evaluate "$WORK/$name" -d "$DATA" --split valid -o "$WORK/valid_$name.json" \
+        --device "$DEVICE" --force
+done
 
 $MSCG --quiet compare "${entries[@]}" -o "$WORK/metrics.json" --force  # the one table (stdout); "wrote" below
 python3 - "$TIMES" "$WORK/stage_seconds.json" "$WORK/stage_peak_mib.json" <<'PY'
@@ -109,7 +117,20 @@ json.dump({name: float(seconds) for name, seconds, _ in rows}, open(sys.argv[2],
 json.dump({name: int(peak) for name, _, peak in rows}, open(sys.argv[3], "w"), indent=2)
 PY
 rm -f "$TIMES"
-echo "wrote $WORK/metrics.json, $WORK/stage_seconds.json and $WORK/stage_peak_mib.json" >&2
+python3 - "$WORK" "${models[@]}" <<'PY'
+import json, sys
+work, names = sys.argv[1], sys.argv[2:]
+valid = {name: json.load(open(f"{work}/valid_{name}.json"))["ndcg@10"] for name in names}
+best = max(names, key=lambda name: valid[name])  # ties: the first, the simplest
+test = json.load(open(f"{work}/eval_{best}.json"))
+json.dump({"recommender": best, "model": f"{work}/{best}", "metric": "ndcg@10", "valid": valid,
+           "test": {k: test[k] for k in ("recall@10", "ndcg@10")}}, open(f"{work}/preferred.json", "w"), indent=2)
+print(f"validation prefers {best} (valid NDCG@10 {valid[best]:.4f}; "
+      + ", ".join(f"{n} {v:.4f}" for n, v in valid.items() if n != best)
+      + f"): test Recall@10 {test['recall@10']:.4f}, NDCG@10 {test['ndcg@10']:.4f}; use {work}/{best}",
+      file=sys.stderr)
+PY
+echo "wrote $WORK/metrics.json, $WORK/preferred.json, $WORK/stage_seconds.json and $WORK/stage_peak_mib.json" >&2
 if [ -n "$GEN_EPOCHS" ]; then
     echo "budget: the generators trained at most $GEN_EPOCHS epochs, the learning rate decaying over those (GEN_EPOCHS;" \
          "\`mscg train\` alone, and this script on a GPU, use the full default regime of up to 100); see README" \

@@ -104,6 +104,8 @@ def render(events, description: str, metric: str = "ndcg@10", quiet: bool = Fals
             if event.kind == "info":
                 if on_info is not None:
                     on_info(event.info)
+            elif event.kind == "warning":
+                warn(f"{description}: {event.info['message']}")
             elif event.kind == "phase":
                 name = event.info["name"]
                 if name not in phases:

@@ -137,7 +137,8 @@ def test_a_value_outside_the_choice_is_one_error_line_naming_the_choices():
 
 def test_warmup_and_log_every_show_their_defaults():
     text = help_text("train")
-    assert "--warmup-steps <N|auto>" in text and "or auto (2% of the run's steps). [default: 400]" in text
+    assert "--warmup-steps <N|auto>" in text
+    assert "or auto (5% of the run's steps, at most 400 steps). [default: auto]" in text
     assert "when unset" not in text
     assert re.search(r"--log-every <int> Optimizer steps between training records.*?\[default: 50\]", text)
     assert "or auto (2% of the run's steps). [default: auto]" in help_text("collab")

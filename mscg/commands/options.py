@@ -43,8 +43,8 @@ def config_options(configs: dict[str, Any], *, record: str, flags: dict[str, dic
                 continue
             if not any(q.name == CONFIG_PARAM for q in params):
                 params.append(_config_file_param(record))
-            params += [_flag(replace(spec, option=replace(spec.option, **flags.get(spec.name, {}))),
-                             getattr(configs[p.name], spec.name))
+            params += [_flag(_filled(replace(spec, option=replace(spec.option, **flags.get(spec.name, {}))),
+                                     configs[p.name]), getattr(configs[p.name], spec.name))
                        for spec in specs(configs[p.name]) if spec.option.cli]
         names = [p.name for p in params]
         assert len(names) == len(set(names)), f"{fn.__name__}: an option's name is also a parameter's"
@@ -75,6 +75,23 @@ def _config_file_param(record: str) -> inspect.Parameter:
                                "that a trained folder holds); flags given here override it.")
     return inspect.Parameter(CONFIG_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=Annotated[Path | None, option])
+
+
+def _filled(spec: Spec, config: Any) -> Spec:
+    """The option with its help's {name} fields filled from the command's default config (its fields and
+    properties), e.g. the auto warm-up each command's defaults give."""
+    if "{" not in spec.option.help:
+        return spec
+    return replace(spec, option=replace(spec.option, help=spec.option.help.format_map(_Attributes(config))))
+
+
+class _Attributes(dict):
+    def __init__(self, obj: Any):
+        super().__init__()
+        self.obj = obj
+
+    def __missing__(self, key: str) -> Any:
+        return getattr(self.obj, key)
 
 
 def _flag(spec: Spec, default: Any) -> inspect.Parameter:

@@ -19,12 +19,12 @@ VALID_USERS_HELP = "Users validated after each epoch (a seeded sample when there
 
 
 def warmup_text(steps: int | None) -> str:
-    """A LoopConfig's warmup_steps as --warmup-steps shows it: N, or auto (None: 2% of the run's steps)."""
+    """A LoopConfig's warmup_steps as --warmup-steps shows it: N, or auto (None: a share of the run's steps)."""
     return "auto" if steps is None else str(steps)
 
 
 def parse_warmup(text: str) -> int | None:
-    """--warmup-steps N (0: none) or auto (None: the loop's 2% rule); ValueError for anything else."""
+    """--warmup-steps N (0: none) or auto (None: the loop's share of the run); ValueError for anything else."""
     if text.strip().lower() == "auto":
         return None
     try:
@@ -52,8 +52,10 @@ class LoopConfig:
     weight_decay: float = option(0.0, help="AdamW weight decay.", ge=0)
     warmup_fraction: float = option(0.02, help="Share of the steps warmed up when warmup_steps is auto.", ge=0, le=1,
                                     cli=False)
-    warmup_steps: int | None = option(None, help="Steps of linear learning-rate warm-up: N (0: none), or auto (2% of "
-                                      "the run's steps).", ge=0, metavar="<N|auto>", parse=parse_warmup,
+    warmup_max_steps: int | None = option(None, help="The most steps an auto warm-up takes (none: no cap).", ge=1,
+                                          cli=False)
+    warmup_steps: int | None = option(None, help="Steps of linear learning-rate warm-up: N (0: none), or auto "
+                                      "({auto_warmup}).", ge=0, metavar="<N|auto>", parse=parse_warmup,
                                       show=warmup_text)
     min_lr_ratio: float = option(0.1, help="The learning rate at the end of the cosine decay, as a share of --lr.",
                                  ge=0, le=1, cli=False)
@@ -73,6 +75,12 @@ class LoopConfig:
         """Every option in its range, refused with its flag named."""
         check_fields(self)
 
+    @property
+    def auto_warmup(self) -> str:
+        """What an auto warm-up is, in words (the --warmup-steps help)."""
+        cap = f", at most {self.warmup_max_steps:,} steps" if self.warmup_max_steps is not None else ""
+        return f"{self.warmup_fraction:.0%} of the run's steps{cap}"
+
 
 def _env_seconds(name: str, default: float) -> float:
     try:
@@ -82,8 +90,10 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 SASREC_LOOP = LoopConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)  # collab
-# train: the long regime, chosen on validation (benchmarks/ARCHIVE.md, "the long regime becomes the default"): a
-# 400-step warm-up, cosine decay over 100 epochs, validation every 5 epochs, stop after 4 checks without a better
-# one (20 epochs)
-GENERATOR_LOOP = LoopConfig(epochs=100, batch_size=256, lr=2e-3, weight_decay=0.05, warmup_steps=400, patience=4,
-                            validate_every=5)
+# train: the long regime, chosen on validation (benchmarks/ARCHIVE.md, "the long regime becomes the default"): cosine
+# decay over 100 epochs, validation every 5 epochs, stop after 4 checks without a better one (20 epochs). The warm-up
+# is 5% of the run, at most 400 steps (BENCHMARKS.md, "regime"): large catalogues keep the 400 steps they were
+# tuned with; a small dataset's run is no longer all warm-up.
+GENERATOR_LOOP = LoopConfig(epochs=100, batch_size=256, lr=2e-3, weight_decay=0.05, warmup_fraction=0.05,
+                            warmup_max_steps=400, patience=4, validate_every=5)
+MIN_RUN_STEPS = 100  # fewer optimizer steps than this in a whole run: warned (too few to train)

@@ -34,7 +34,7 @@ from torch.utils.data import DistributedSampler
 from mscg.artifacts.modeldir import non_finite
 from mscg.errors import DataError, DivergedError, UsageError
 from mscg.training import distributed as dist
-from mscg.training.defaults import DEFAULT_LOG_EVERY, LoopConfig
+from mscg.training.defaults import DEFAULT_LOG_EVERY, MIN_RUN_STEPS, LoopConfig
 
 RESUME_FILE = "resume.pt"
 
@@ -47,7 +47,8 @@ class BatchSource(Protocol):
 
 @dataclass
 class Event:
-    kind: str  # "start" | "step" | "epoch" | "done" | "phase" (a pass outside the loop: step of total_steps)
+    kind: str  # "start" | "step" | "epoch" | "done" | "phase" (a pass outside the loop: step of total_steps) |
+    # "warning" (info["message"]: what the user should know before the run starts)
     epoch: int = 0
     step: int = 0
     total_steps: int = 0
@@ -72,6 +73,7 @@ class LoopResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: RECORD_KEYS + validation metrics
     step_log: list[dict[str, Any]] = field(default_factory=list)  # every log_every steps: step, epoch, loss, lr
     log_every: int = DEFAULT_LOG_EVERY
+    warnings: list[str] = field(default_factory=list)  # what keeps the budget from completing its schedule
 
     def best_scores(self) -> dict[str, float]:
         """The validation metrics of the best epoch (empty without validation)."""
@@ -86,6 +88,8 @@ class LoopResult:
                "steps": self.step_log}
         if self.targets_per_second is not None:
             out["targets_per_second"] = round(self.targets_per_second, 1)
+        if self.warnings:
+            out["warnings"] = self.warnings
         return out
 
 
@@ -122,6 +126,7 @@ def train_loop(
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = warmup_steps(total_steps, config)
+    result.warnings = schedule_warnings(total_steps, steps_per_epoch, warmup, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, warmup, config))
     bf16 = device.type == "cuda" and config.precision == "bf16"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -144,6 +149,8 @@ def train_loop(
         _set_peak_lr(optimizer, scheduler, config.lr)
     else:
         torch.manual_seed(config.seed + dist.rank())
+    for message in result.warnings:
+        yield Event("warning", info={"message": message})
     yield Event("start", epoch=state["epoch"], step=state["step"], total_steps=total_steps, resumed_from=resumed_from)
 
     started, seconds_before = time.perf_counter(), state["seconds"]  # 0 unless resumed
@@ -303,10 +310,26 @@ def with_model(events: Generator[Event, None, LoopResult], model: torch.nn.Modul
 
 
 def warmup_steps(total_steps: int, config: LoopConfig) -> int:
-    """The warm-up: `warmup_steps`, or `warmup_fraction` of all steps (at least 1)."""
+    """The warm-up: `warmup_steps`, or `warmup_fraction` of all steps (at least 1, at most `warmup_max_steps`)."""
     if config.warmup_steps is not None:
         return min(config.warmup_steps, total_steps)
-    return max(1, int(total_steps * config.warmup_fraction))
+    auto = max(1, int(total_steps * config.warmup_fraction))
+    return auto if config.warmup_max_steps is None else min(auto, config.warmup_max_steps)
+
+
+def schedule_warnings(total_steps: int, steps_per_epoch: int, warmup: int, config: LoopConfig) -> list[str]:
+    """What keeps a run's budget from completing its schedule: a warm-up over half the run (the learning rate
+    hardly decays, and early stopping waits for the warm-up to end), or too few steps in all to train."""
+    warnings = []
+    if warmup > total_steps // 2:
+        warnings.append(f"the warm-up ({warmup:,} steps) is {warmup / total_steps:.0%} of the run's {total_steps:,} "
+                        "steps: the learning rate barely decays and early stopping waits for it; --warmup-steps auto "
+                        "scales it to the run")
+    if total_steps < MIN_RUN_STEPS:
+        warnings.append(f"the run has {total_steps:,} optimizer steps in all ({config.epochs:,} epochs of "
+                        f"{steps_per_epoch:,}), under {MIN_RUN_STEPS}: too few to train well; raise --epochs or lower "
+                        "--batch-size")
+    return warnings
 
 
 def _warmup_cosine(total_steps: int, warmup: int, config: LoopConfig) -> Callable[[int], float]:

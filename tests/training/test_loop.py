@@ -78,6 +78,41 @@ def test_warm_up_in_steps_then_cosine_decay_over_the_whole_budget():
     assert warmup_steps(1000, default) == 20  # 2% of the steps
 
 
+def test_trains_warm_up_is_in_proportion_to_the_run_up_to_its_cap():
+    from mscg.training.defaults import GENERATOR_LOOP
+
+    # a one-step-an-epoch dataset's 30 epochs: 1 step of warm-up, not all 30; a large catalogue keeps 400
+    assert [warmup_steps(n, GENERATOR_LOOP) for n in (30, 1_000, 8_000, 12_780, 42_600)] == [1, 50, 400, 400, 400]
+    assert warmup_steps(30, replace(GENERATOR_LOOP, warmup_steps=400)) == 30  # given: as given, within the run
+
+
+def test_a_budget_that_cannot_complete_its_schedule_is_warned():
+    from mscg.training.defaults import GENERATOR_LOOP
+    from mscg.training.loop import schedule_warnings
+
+    def warnings(total, config):
+        return schedule_warnings(total, total // config.epochs, warmup_steps(total, config), config)
+
+    fixed = replace(GENERATOR_LOOP, epochs=30, warmup_steps=400)
+    assert warnings(12_780, fixed) == [] and warnings(12_780, replace(fixed, warmup_steps=None)) == []
+    half = warnings(600, fixed)  # 400 of 600 steps are warm-up
+    assert len(half) == 1 and half[0].startswith("the warm-up (400 steps) is 67% of the run's 600 steps")
+    short = warnings(30, fixed)  # the newcomer's run: 30 epochs of one step, all of them warm-up
+    assert len(short) == 2 and "100%" in short[0] and short[1].startswith("the run has 30 optimizer steps in all "
+                                                                          "(30 epochs of 1), under 100")
+    assert len(warnings(30, replace(fixed, warmup_steps=None))) == 1  # auto: only too short
+
+
+def test_the_warnings_reach_the_events_and_the_result():
+    config = LoopConfig(epochs=2, batch_size=8, lr=0.01, warmup_steps=20)
+    events = list(train_loop(Linear(), Points(), config, device=CPU))  # 4 steps an epoch: 8 in all, all warm-up
+    warned = [e.info["message"] for e in events if e.kind == "warning"]
+    assert len(warned) == 2 and warned[0].startswith("the warm-up (8 steps) is 100% of the run's 8 steps")
+    assert [e.kind for e in events[:3]] == ["warning", "warning", "start"]  # said before the run starts
+    result = render(train_loop(Linear(), Points(), config, device=CPU), "test", quiet=True)
+    assert result.summary()["warnings"] == warned  # and recorded in the model's meta.json
+
+
 def test_a_finished_run_continues_with_a_larger_budget(tmp_path):
     pipe = build_tiny_pipeline(tmp_path, generator=False, sasrec=False)
     args = ["collab", "-d", pipe.data, "-o", pipe.work / "emb", "--model-out", pipe.work / "m", "--d-model", "8",
