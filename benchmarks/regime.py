@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--name", required=True, help="results: benchmarks/results/regime-NAME.{json,md}")
     p.add_argument("--work", type=Path, required=True, help="the runs: WORK/DATASET/RULE-SEED/")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds-for", nargs="*", default=[], metavar="NAME=S,S",
+                   help="other seeds for a dataset, e.g. ml-100k=0 (a slow dataset at fewer seeds)")
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     p.add_argument("--epochs", type=int, help="train's --epochs (default: train's own)")
     p.add_argument("--device", default="cpu")
@@ -71,10 +73,11 @@ def main() -> None:
     args = p.parse_args()
     data = dict(a.split("=", 1) for a in args.data)
     codes = dict(a.split("=", 1) for a in args.codes)
+    seeds_for = {name: [int(s) for s in seeds.split(",")] for name, seeds in (a.split("=") for a in args.seeds_for)}
     budget = ["--epochs", str(args.epochs)] if args.epochs else []
     rows: dict[str, dict[str, list[dict]]] = {name: {rule: [] for rule in args.rules} for name in data}
-    for seed in args.seeds:  # a seed of every run first: an interrupted benchmark has comparable rows
-        for name in data:
+    for seed in sorted({s for name in data for s in seeds_for.get(name, args.seeds)}):  # a seed of every run first
+        for name in [n for n in data if seed in seeds_for.get(n, args.seeds)]:
             for rule in args.rules:
                 row = run(Path(data[name]), Path(codes[name]), args.work / name / f"{rule}-{seed}", seed,
                           [*RULES[rule], *budget], args.device)

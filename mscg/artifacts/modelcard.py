@@ -175,7 +175,9 @@ def _validation(config: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         table = _metric_table(rows[-1]) if best is not None and rows else []
         if table:
             runs = f" (epochs run: {run})" if run is not None else ""
-            return ["## Validation", "", f"Best epoch {best}{runs}; its validation metrics:", "", *table]
+            warnings = [w for w in training.get("warnings") or [] if isinstance(w, str)]
+            said = ["Training warned: " + "; ".join(warnings) + ".", ""] if warnings else []
+            return ["## Validation", "", f"Best epoch {best}{runs}; its validation metrics:", "", *table, *said]
     validation, parts = meta.get("validation"), _fused_weights(config)
     if isinstance(validation, list) and parts is not None:
         weights = parts[1]

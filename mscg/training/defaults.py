@@ -92,7 +92,7 @@ def _env_seconds(name: str, default: float) -> float:
 SASREC_LOOP = LoopConfig(epochs=200, batch_size=128, lr=1e-3, weight_decay=0.0, patience=10)  # collab
 # train: the long regime, chosen on validation (benchmarks/ARCHIVE.md, "the long regime becomes the default"): cosine
 # decay over 100 epochs, validation every 5 epochs, stop after 4 checks without a better one (20 epochs). The warm-up
-# is 5% of the run, at most 400 steps (BENCHMARKS.md, "regime"): large catalogues keep the 400 steps they were
+# is 5% of the run, at most 400 steps (BENCHMARKS.md, "Training regime"): large catalogues keep the 400 steps they were
 # tuned with; a small dataset's run is no longer all warm-up.
 GENERATOR_LOOP = LoopConfig(epochs=100, batch_size=256, lr=2e-3, weight_decay=0.05, warmup_fraction=0.05,
                             warmup_max_steps=400, patience=4, validate_every=5)

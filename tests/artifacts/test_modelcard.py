@@ -178,3 +178,12 @@ def test_loading_and_serving_code_ignore_the_card(pipe):
         assert (folder / CARD_FILE).is_file()
         model = mscg.load(folder, device="cpu")
         assert len(model.recommend(["i0", "i1"], k=5)) == 5
+
+
+def test_a_run_whose_budget_could_not_complete_its_schedule_says_so(pipe):
+    config, meta = read(pipe.generator)  # the tiny run is short: warned (training/loop.schedule_warnings)
+    assert meta["training"]["warnings"], meta["training"]
+    validation = section(model_card(config, meta), "Validation")
+    assert "Training warned: " + meta["training"]["warnings"][0] in validation
+    quiet = dict(meta, training={k: v for k, v in meta["training"].items() if k != "warnings"})
+    assert "warned" not in section(model_card(config, quiet), "Validation")
