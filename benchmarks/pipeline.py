@@ -47,6 +47,11 @@ def main() -> None:
     for name, m in metrics.items():
         lines.append(f"| {name} | {m['recall@5']:.4f} | {m['recall@10']:.4f} | {m['ndcg@5']:.4f} | "
                      f"{m['ndcg@10']:.4f} | {m['users']:,} | {m['eval_seconds']:.1f} |")
+    preferred_file = args.work / "preferred.json"  # pipeline.sh writes it since the Amazon benchmark work
+    if preferred_file.exists():
+        preferred = json.loads(preferred_file.read_text())
+        valid = ", ".join(f"{name} {v:.4f}" for name, v in preferred["valid"].items())
+        lines += ["", f"Validation prefers **{preferred['recommender']}** (validation NDCG@10, all users: {valid})."]
     lines += ["", "Wall time (seconds, including process start-up) and peak resident memory of each stage:", "",
               "| stage | seconds | peak MiB |", "|---|---|---|"]
     lines += [f"| {stage} | {s:.1f} | {peaks[stage]:,} |" if stage in peaks else f"| {stage} | {s:.1f} | - |"

@@ -14,7 +14,9 @@
 # Knobs (environment): SEED (0), DEVICE (auto: the GPU when present), GEN_EPOCHS (30 on a CPU; on a GPU: unset,
 # the default regime), SASREC_EPOCHS (200), BEAM (20), MSCG (the mscg command to run), and extra flags for one
 # stage: COLLAB_ARGS, IMAGE_ARGS (quantize --method rq-dino, e.g. "--epochs 2"), TRAIN_ARGS (both generators,
-# e.g. "--d-model 256"). Besides MSCGRec and SASRec it evaluates their fused ranking (`mscg fuse`).
+# e.g. "--d-model 256"). Besides MSCGRec and SASRec it trains a text-started SASRec (`collab --init-embeddings`, its
+# item table started from the text embeddings) and evaluates the fused rankings of MSCGRec with each SASRec
+# (`mscg fuse`); the collab codes come from the plain SASRec, as in the paper.
 set -euo pipefail
 
 DATA=${1:?usage: examples/pipeline.sh DATA_DIR WORK_DIR}
@@ -73,6 +75,9 @@ if grep -q '"image"[[:space:]]*:' "$DATA/items.jsonl"; then has_images=1; fi
 stage embed-text embed --modality text -d "$DATA" -o "$WORK/emb_text" --device "$DEVICE" "${COMMON[@]}"
 stage collab collab -d "$DATA" -o "$WORK/emb_collab" --model-out "$WORK/sasrec" --epochs "$SASREC_EPOCHS" \
     --device "$DEVICE" "${COMMON[@]}" ${COLLAB_EXTRA[@]+"${COLLAB_EXTRA[@]}"}
+stage collab-text-started collab -d "$DATA" -o "$WORK/emb_collab_text_started" --model-out "$WORK/sasrec_text_started" \
+    --init-embeddings "$WORK/emb_text" --epochs "$SASREC_EPOCHS" --device "$DEVICE" "${COMMON[@]}" \
+    ${COLLAB_EXTRA[@]+"${COLLAB_EXTRA[@]}"}
 stage quantize-text quantize --modality text --embeddings "$WORK/emb_text" -o "$WORK/q_text" "${COMMON[@]}"
 stage quantize-collab quantize --modality collab --embeddings "$WORK/emb_collab" -o "$WORK/q_collab" "${COMMON[@]}"
 quantizers=(-q "$WORK/q_text" -q "$WORK/q_collab")
@@ -91,11 +96,13 @@ if [ "$has_images" = 1 ]; then
         ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"}
 fi
 
-stage evaluate-sasrec evaluate "$WORK/sasrec" -d "$DATA" -o "$WORK/eval_sasrec.json" --device "$DEVICE" --force
-stage evaluate-mscgrec evaluate "$WORK/mscgrec" -d "$DATA" -o "$WORK/eval_mscgrec.json" --device "$DEVICE" --force
 stage fuse fuse "$WORK/mscgrec" "$WORK/sasrec" -d "$DATA" -o "$WORK/fused" --device "$DEVICE" "${COMMON[@]}"
-stage evaluate-fused evaluate "$WORK/fused" -d "$DATA" -o "$WORK/eval_fused.json" --device "$DEVICE" --force
-models=(sasrec mscgrec fused)
+stage fuse-text-started fuse "$WORK/mscgrec" "$WORK/sasrec_text_started" -d "$DATA" -o "$WORK/fused_text_started" \
+    --device "$DEVICE" "${COMMON[@]}"
+models=(sasrec sasrec_text_started mscgrec fused fused_text_started)
+for name in "${models[@]}"; do
+    stage "evaluate-$name" evaluate "$WORK/$name" -d "$DATA" -o "$WORK/eval_$name.json" --device "$DEVICE" --force
+done
 if [ "$has_images" = 1 ]; then
     stage evaluate-image-only evaluate "$WORK/image_only" -d "$DATA" -o "$WORK/eval_image_only.json" \
         --device "$DEVICE" --force

@@ -102,7 +102,8 @@ def test_pipeline_sh_on_real_posters_with_some_missing(shared_data: Path, tmp_pa
     subprocess.run(["bash", str(repo / "examples" / "pipeline.sh"), str(data), str(w)], check=True, env=env,
                    capture_output=True)
     metrics = json.loads((w / "metrics.json").read_text())
-    assert set(metrics) == {"sasrec", "mscgrec", "image_only", "fused"}
+    assert set(metrics) == {"sasrec", "sasrec_text_started", "mscgrec", "image_only", "fused", "fused_text_started"}
+    assert json.loads((w / "preferred.json").read_text())["recommender"] in metrics
     codes = json.loads((w / "codes" / "meta.json").read_text())
     image = next(m for m in codes["modalities"] if m["name"] == "image")
     assert image["items_without_modality"] == without_poster

@@ -71,7 +71,10 @@ if command == "compare":  # the real one
     os.execv(sys.executable, [sys.executable, "-m", "mscg", *args])
 if command == "evaluate":  # as `mscg evaluate -o FILE` talks: a table on stdout, "wrote" on stderr
     out = args[args.index("-o") + 1]
-    open(out, "w").write(json.dumps({"users": 3, "recall@10": 0.5, "ndcg@10": 0.25}))
+    model = os.path.basename(args[args.index("evaluate") + 1])
+    valid = "--split" in args and args[args.index("--split") + 1] == "valid"
+    ndcg = 0.3 if valid and model == "fused" else 0.25  # validation prefers the fused model
+    open(out, "w").write(json.dumps({"users": 3, "recall@10": 0.5, "ndcg@10": ndcg}))
     print("TABLE OF ONE EVALUATION")
     print(f"wrote {out}", file=sys.stderr)
 '''
@@ -90,7 +93,10 @@ def test_pipeline_sh_prints_one_table_and_one_wrote_metrics_line(tmp_path):
     assert result.stdout.count("test split") == 1 and "mscgrec" in result.stdout and "fused" in result.stdout
     wrote = [line for line in result.stderr.splitlines() if line.startswith("wrote") and "metrics.json" in line]
     assert len(wrote) == 1, result.stderr
-    assert set(json.loads((tmp_path / "work" / "metrics.json").read_text())) == {"sasrec", "mscgrec", "fused"}
-    preferred = json.loads((tmp_path / "work" / "preferred.json").read_text())  # the stub scores all alike: the first
-    assert preferred["recommender"] == "sasrec" and set(preferred["valid"]) == {"sasrec", "mscgrec", "fused"}
-    assert "validation prefers sasrec (valid NDCG@10 0.2500; mscgrec 0.2500, fused 0.2500)" in result.stderr
+    models = {"sasrec", "sasrec_text_started", "mscgrec", "fused", "fused_text_started"}
+    assert set(json.loads((tmp_path / "work" / "metrics.json").read_text())) == models
+    preferred = json.loads((tmp_path / "work" / "preferred.json").read_text())
+    assert preferred["recommender"] == "fused" and set(preferred["valid"]) == models
+    assert preferred["test"] == {"recall@10": 0.5, "ndcg@10": 0.25}  # the test split reports, it does not choose
+    assert ("validation prefers fused (valid NDCG@10 0.3000; sasrec 0.2500, sasrec_text_started 0.2500, mscgrec "
+            "0.2500, fused_text_started 0.2500): test Recall@10 0.5000, NDCG@10 0.2500") in result.stderr
