@@ -72,6 +72,7 @@ DENSE_HEAD = {"mscgrec_dense"}  # variants trained with --dense-content WORK/emb
 # fused model -> (its generator, its dense part: a SASRec model, or None for the generator's own dense head,
 # extra `fuse` flags)
 FUSED = {"fused": ("mscgrec", "sasrec", []), "fused_text_started": ("mscgrec", "sasrec_text_started", []),
+         "fused_text_started_collab": ("mscgrec_text_started_collab", "sasrec_text_started", []),
          "fused_dense": ("mscgrec_dense", None, []),
          "fused_all_text_started": ("mscgrec_dense", "sasrec_text_started", ["--dense-head"])}
 BASELINES = {"sasrec": "SASRec (`mscg collab` at its defaults), the collab stage",
@@ -262,7 +263,10 @@ def main() -> None:
                                  + (" and its dense head" if "--dense-head" in flags else "")
                                  + " (beyond the paper; weights chosen on validation)"
                               for f, (g, d, flags) in FUSED.items() if f in variants}}
-    if not has_pixels:  # the image codes of every variant come from the features
+    if not has_images:  # no image modality: every variant's inputs are text and collab codes
+        results["variants"] = {v: d.replace("text+image+collab in", "text+collab in").replace(
+            "over the text and image embeddings", "over the text embeddings") for v, d in results["variants"].items()}
+    elif not has_pixels:  # the image codes of every variant come from the features
         results["variants"] = {v: d.replace("(RQ-DINO)", "(imported features + rq-kmeans)")
                                for v, d in results["variants"].items()}
     results["image_codes"] = ("RQ-DINO on the item images (features + rq-kmeans where the variant says so)"

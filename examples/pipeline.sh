@@ -12,11 +12,13 @@
 # epochs (default 30 of the regime's 100, so that the quickstart stays under half an hour on 2 cores; said on
 # stderr at the end).
 # Knobs (environment): SEED (0), DEVICE (auto: the GPU when present), GEN_EPOCHS (30 on a CPU; on a GPU: unset,
-# the default regime), SASREC_EPOCHS (200), BEAM (20), MSCG (the mscg command to run), and extra flags for one
+# the default regime), SASREC_EPOCHS (200), BEAM (20), COLLAB_CODES (text-started, or plain: which SASRec's item
+# table the collab codes quantize), MSCG (the mscg command to run), and extra flags for one
 # stage: COLLAB_ARGS, IMAGE_ARGS (quantize --method rq-dino, e.g. "--epochs 2"), TRAIN_ARGS (both generators,
 # e.g. "--d-model 256"). Besides MSCGRec and SASRec it trains a text-started SASRec (`collab --init-embeddings`, its
 # item table started from the text embeddings) and evaluates the fused rankings of MSCGRec with each SASRec
-# (`mscg fuse`); the collab codes come from the plain SASRec, as in the paper.
+# (`mscg fuse`). The collab codes come from the text-started SASRec (the paper's come from a plain one,
+# COLLAB_CODES=plain): chosen on validation on MovieLens-100K, Amazon Scientific and Amazon Toys (BENCHMARKS.md).
 set -euo pipefail
 
 DATA=${1:?usage: examples/pipeline.sh DATA_DIR WORK_DIR}
@@ -32,6 +34,12 @@ if [ "$on_gpu" = 1 ]; then GEN_EPOCHS=${GEN_EPOCHS:-}; else GEN_EPOCHS=${GEN_EPO
 GEN_BUDGET=()
 if [ -n "$GEN_EPOCHS" ]; then GEN_BUDGET=(--epochs "$GEN_EPOCHS"); fi
 SASREC_EPOCHS=${SASREC_EPOCHS:-200}
+COLLAB_CODES=${COLLAB_CODES:-text-started}
+case "$COLLAB_CODES" in
+    text-started) COLLAB_EMB="$WORK/emb_collab_text_started" ;;
+    plain) COLLAB_EMB="$WORK/emb_collab" ;;
+    *) echo "error: COLLAB_CODES=$COLLAB_CODES must be text-started or plain" >&2; exit 2 ;;
+esac
 BEAM=${BEAM:-20}
 MSCG=${MSCG:-mscg}
 read -r -a COLLAB_EXTRA <<< "${COLLAB_ARGS:-}"
@@ -79,7 +87,7 @@ stage collab-text-started collab -d "$DATA" -o "$WORK/emb_collab_text_started" -
     --init-embeddings "$WORK/emb_text" --epochs "$SASREC_EPOCHS" --device "$DEVICE" "${COMMON[@]}" \
     ${COLLAB_EXTRA[@]+"${COLLAB_EXTRA[@]}"}
 stage quantize-text quantize --modality text --embeddings "$WORK/emb_text" -o "$WORK/q_text" "${COMMON[@]}"
-stage quantize-collab quantize --modality collab --embeddings "$WORK/emb_collab" -o "$WORK/q_collab" "${COMMON[@]}"
+stage quantize-collab quantize --modality collab --embeddings "$COLLAB_EMB" -o "$WORK/q_collab" "${COMMON[@]}"
 quantizers=(-q "$WORK/q_text" -q "$WORK/q_collab")
 if [ "$has_images" = 1 ]; then
     stage quantize-image quantize --modality image --method rq-dino -d "$DATA" -o "$WORK/q_image" --skip-bad-images \

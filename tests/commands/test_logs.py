@@ -67,6 +67,8 @@ STUB = '''
 import json, os, sys
 args = sys.argv[1:]
 command = next(a for a in args if not a.startswith("-"))
+with open(os.environ["STUB_LOG"], "a") as log:  # every command the script ran, a line each
+    log.write(" ".join(args) + "\\n")
 if command == "compare":  # the real one
     os.execv(sys.executable, [sys.executable, "-m", "mscg", *args])
 if command == "evaluate":  # as `mscg evaluate -o FILE` talks: a table on stdout, "wrote" on stderr
@@ -85,10 +87,19 @@ def test_pipeline_sh_prints_one_table_and_one_wrote_metrics_line(tmp_path):
     data = synthetic_dataset(tmp_path)
     (tmp_path / "stub.py").write_text(STUB)
     env = {**os.environ, "MSCG": f"{sys.executable} {tmp_path / 'stub.py'}", "DEVICE": "cpu",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "STUB_LOG": str(tmp_path / "commands.log")}
     result = subprocess.run(["bash", str(REPO / "examples" / "pipeline.sh"), str(data), str(tmp_path / "work")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    quantize_collab = [c for c in (tmp_path / "commands.log").read_text().splitlines() if "--modality collab" in c]
+    assert len(quantize_collab) == 1 and "/emb_collab_text_started " in quantize_collab[0]  # the default codes
+    plain = subprocess.run(["bash", str(REPO / "examples" / "pipeline.sh"), str(data), str(tmp_path / "plain")],
+                           env={**env, "COLLAB_CODES": "plain"}, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and f"--embeddings {tmp_path / 'work' / 'emb_collab'} " in \
+        (tmp_path / "commands.log").read_text().replace(str(tmp_path / "plain"), str(tmp_path / "work"))
+    bad = subprocess.run(["bash", str(REPO / "examples" / "pipeline.sh"), str(data), str(tmp_path / "bad")],
+                         env={**env, "COLLAB_CODES": "sampled"}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr == "error: COLLAB_CODES=sampled must be text-started or plain\n"
     assert "TABLE OF ONE EVALUATION" not in result.stdout
     assert result.stdout.count("test split") == 1 and "mscgrec" in result.stdout and "fused" in result.stdout
     wrote = [line for line in result.stderr.splitlines() if line.startswith("wrote") and "metrics.json" in line]
