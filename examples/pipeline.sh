@@ -108,19 +108,14 @@ stage fuse fuse "$WORK/mscgrec" "$WORK/sasrec" -d "$DATA" -o "$WORK/fused" --dev
 stage fuse-text-started fuse "$WORK/mscgrec" "$WORK/sasrec_text_started" -d "$DATA" -o "$WORK/fused_text_started" \
     --device "$DEVICE" "${COMMON[@]}"
 models=(sasrec sasrec_text_started mscgrec fused fused_text_started)
-for name in "${models[@]}"; do
-    stage "evaluate-$name" evaluate "$WORK/$name" -d "$DATA" -o "$WORK/eval_$name.json" --device "$DEVICE" --force
-done
-if [ "$has_images" = 1 ]; then
-    stage evaluate-image-only evaluate "$WORK/image_only" -d "$DATA" -o "$WORK/eval_image_only.json" \
-        --device "$DEVICE" --force
-    models+=(image_only)
-fi
+if [ "$has_images" = 1 ]; then models+=(image_only); fi
 entries=()
 for name in "${models[@]}"; do
+    stage "evaluate-${name//_/-}" evaluate "$WORK/$name" -d "$DATA" -o "$WORK/eval_$name.json" --device "$DEVICE" \
+        --force
     entries+=("$name=$WORK/eval_$name.json")
     # the validation split decides which one to use (the test split only reports)
-    stage "validate-$name" evaluate "$WORK/$name" -d "$DATA" --split valid -o "$WORK/valid_$name.json" \
+    stage "validate-${name//_/-}" evaluate "$WORK/$name" -d "$DATA" --split valid -o "$WORK/valid_$name.json" \
         --device "$DEVICE" --force
 done
 

@@ -126,7 +126,7 @@ def train_loop(
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = warmup_steps(total_steps, config)
-    result.warnings = schedule_warnings(total_steps, steps_per_epoch, warmup, config)
+    result.warnings = schedule_warnings(total_steps, warmup, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total_steps, warmup, config))
     bf16 = device.type == "cuda" and config.precision == "bf16"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -317,10 +317,10 @@ def warmup_steps(total_steps: int, config: LoopConfig) -> int:
     return auto if config.warmup_max_steps is None else min(auto, config.warmup_max_steps)
 
 
-def schedule_warnings(total_steps: int, steps_per_epoch: int, warmup: int, config: LoopConfig) -> list[str]:
+def schedule_warnings(total_steps: int, warmup: int, config: LoopConfig) -> list[str]:
     """What keeps a run's budget from completing its schedule: a warm-up over half the run (the learning rate
     hardly decays, and early stopping waits for the warm-up to end), or too few steps in all to train."""
-    warnings = []
+    warnings, steps_per_epoch = [], total_steps // config.epochs
     if warmup > total_steps // 2:
         warnings.append(f"the warm-up ({warmup:,} steps) is {warmup / total_steps:.0%} of the run's {total_steps:,} "
                         "steps: the learning rate barely decays and early stopping waits for it; --warmup-steps auto "

@@ -91,7 +91,7 @@ def test_a_budget_that_cannot_complete_its_schedule_is_warned():
     from mscg.training.loop import schedule_warnings
 
     def warnings(total, config):
-        return schedule_warnings(total, total // config.epochs, warmup_steps(total, config), config)
+        return schedule_warnings(total, warmup_steps(total, config), config)
 
     fixed = replace(GENERATOR_LOOP, epochs=30, warmup_steps=400)
     assert warnings(12_780, fixed) == [] and warnings(12_780, replace(fixed, warmup_steps=None)) == []
